@@ -1,0 +1,54 @@
+# Kubeflow Integrations Labs. Quick start: `make run`, then `make test`.
+# Every target sets up .venv from requirements.lock first (idempotent, stamp-guarded).
+
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+BUILD  := build
+
+.PHONY: help setup run test bench jupyter clean lock lint
+
+help:
+	@echo "make run      set up .venv, then run every lab headless on the embedded default"
+	@echo "make test     set up .venv, then run the whole test suite"
+	@echo "make bench    measure speed and memory into build/bench.json"
+	@echo "make jupyter  JupyterLab on labs/, bound to 127.0.0.1"
+	@echo "make clean    remove build/ (keeps .venv; 'make distclean' removes it too)"
+
+setup: $(STAMP)
+
+$(STAMP): requirements.lock pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit(0 if (3, 10) <= sys.version_info[:2] < (3, 14) else "Python 3.10-3.13 is required; found " + sys.version.split()[0] + ". Set PYTHON=python3.11 (for example).")'
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	@$(PY) -m pip install --quiet --disable-pip-version-check -c requirements.lock uv
+	@$(PY) -m uv pip install --quiet --python $(PY) -r requirements.lock
+	@$(PY) -m uv pip install --quiet --python $(PY) --no-deps -e .
+	@touch $(STAMP)
+	@echo "set-up done: $(VENV) matches requirements.lock"
+
+run: $(STAMP)
+	@$(PY) -m helpers.runner --backend sim
+
+test: $(STAMP)
+	@$(PY) -m pytest
+
+bench: $(STAMP)
+	@$(PY) -m helpers.bench
+
+jupyter: $(STAMP)
+	@$(VENV)/bin/jupyter lab --ip=127.0.0.1 --no-browser --notebook-dir=labs $(if $(filter 0,$(shell id -u)),--allow-root,)
+
+lint: $(STAMP)
+	@$(VENV)/bin/ruff check helpers tests labs
+
+# Regenerate the lock after editing pyproject.toml (needs the registry).
+lock: $(STAMP)
+	@$(PY) -m uv pip compile --quiet --universal --python-version 3.10 --extra dev pyproject.toml -o requirements.lock
+
+clean:
+	rm -rf $(BUILD) .pytest_cache
+	find . -name __pycache__ -type d -prune -exec rm -rf {} +
+
+distclean: clean
+	rm -rf $(VENV)

@@ -1,0 +1,53 @@
+"""Errors a learner can act on.
+
+Every expected failure in the kit (a backend that is not reachable, a malformed
+manifest, a missing model file, a bad request) raises a subclass of :class:`LabError`.
+Its message says what was being done, what was found and what to do next.
+
+In Jupyter, a ``LabError`` renders as its one-paragraph message rather than a
+traceback (IPython honours ``_render_traceback_``); command-line entry points catch it,
+print the message to stderr and exit with status 2.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from functools import wraps
+from typing import TypeVar
+
+T = TypeVar("T")
+
+
+class LabError(RuntimeError):
+    """An expected, explained failure: the message names the problem and the fix."""
+
+    def _render_traceback_(self) -> list[str]:
+        """Show the message alone in IPython, without a stack trace."""
+        return [f"{type(self).__name__}: {self}"]
+
+
+class BackendUnavailable(LabError):
+    """The requested backend (kind cluster, kwok control plane) cannot be used here."""
+
+
+class ManifestError(LabError):
+    """A manifest is malformed or uses something the kit does not support."""
+
+
+class ModelStoreError(LabError):
+    """A model directory is missing, empty, corrupt or ambiguous."""
+
+
+def cli_errors(main: Callable[..., T]) -> Callable[..., T]:
+    """Decorate a command-line ``main`` so a :class:`LabError` exits 2 with its message."""
+
+    @wraps(main)
+    def wrapper(*args, **kwargs):
+        try:
+            return main(*args, **kwargs)
+        except LabError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            raise SystemExit(2) from None
+
+    return wrapper

@@ -1,0 +1,131 @@
+"""Batch-run the labs headless with papermill: the engine behind ``make run``.
+
+Executed notebooks go to ``build/labs/``, each lab's results JSON to ``build/results/``.
+A progress line is printed as each lab starts and ends, then a table (lab, status,
+seconds); the exit status is non-zero when any lab failed.
+
+Usage::
+
+    python -m helpers.runner [--backend sim] [--labs 01 03] [--build-dir build]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from helpers import paths
+from helpers.errors import cli_errors
+
+KERNEL = "python3"
+
+
+@dataclass
+class LabRun:
+    """The outcome of one lab run."""
+
+    lab: str
+    status: str  # "ok" | "failed"
+    seconds: float
+    error: str = ""
+
+
+def lab_notebooks(selected: list[str] | None = None) -> list[Path]:
+    """Return the lab notebooks ``labs/NN_*.ipynb`` in order, optionally filtered by prefix."""
+    labs = sorted(paths.labs_dir().glob("[0-9][0-9]_*.ipynb"))
+    if selected:
+        labs = [nb for nb in labs if any(nb.stem.startswith(s) for s in selected)]
+    return labs
+
+
+def run_lab(
+    notebook: Path,
+    *,
+    parameters: dict,
+    output_notebook: Path,
+    timeout: int = 600,
+) -> LabRun:
+    """Execute one lab with papermill and return its :class:`LabRun` (never raises on lab errors)."""
+    import papermill as pm
+    from papermill.exceptions import PapermillExecutionError
+
+    output_notebook.parent.mkdir(parents=True, exist_ok=True)
+    start = time.perf_counter()
+    try:
+        pm.execute_notebook(
+            str(notebook),
+            str(output_notebook),
+            parameters=parameters,
+            kernel_name=KERNEL,
+            cwd=str(paths.repo_root()),
+            progress_bar=False,
+            execution_timeout=timeout,
+        )
+    except PapermillExecutionError as exc:
+        return LabRun(notebook.stem, "failed", time.perf_counter() - start,
+                      f"cell {exc.exec_count}: {exc.ename}: {exc.evalue}")
+    return LabRun(notebook.stem, "ok", time.perf_counter() - start)
+
+
+def format_table(runs: list[LabRun]) -> str:
+    """Render the per-lab table printed at the end of a batch run."""
+    width = max([len(r.lab) for r in runs] + [3])
+    lines = [f"{'lab':<{width}}  {'status':<6}  {'seconds':>7}", "-" * (width + 17)]
+    lines += [f"{r.lab:<{width}}  {r.status:<6}  {r.seconds:7.1f}" for r in runs]
+    total = sum(r.seconds for r in runs)
+    lines.append(f"{'total':<{width}}  {'':<6}  {total:7.1f}")
+    return "\n".join(lines)
+
+
+def run_all(
+    backend: str = "sim",
+    selected: list[str] | None = None,
+    build_dir: Path | None = None,
+    stream=sys.stdout,
+) -> list[LabRun]:
+    """Run the selected labs in order, printing progress to ``stream``."""
+    build = build_dir or paths.build_dir()
+    labs = lab_notebooks(selected)
+    if not labs:
+        from helpers.errors import LabError
+
+        raise LabError(f"no lab matches {selected} in {paths.labs_dir()}")
+    runs = []
+    for i, nb in enumerate(labs, 1):
+        print(f"[{i}/{len(labs)}] {nb.stem} ...", end=" ", file=stream, flush=True)
+        run = run_lab(
+            nb,
+            parameters={"BACKEND": backend, "OUTPUT_DIR": str(build / "results")},
+            output_notebook=build / "labs" / nb.name,
+        )
+        print(f"{run.status} ({run.seconds:.1f} s)", file=stream, flush=True)
+        if run.error:
+            print(f"    {run.error[:400]}", file=stream, flush=True)
+        runs.append(run)
+    return runs
+
+
+@cli_errors
+def main(argv: list[str] | None = None) -> int:
+    """Command-line entry point; returns the process exit status."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--backend", default="sim", help="sim | kind | kwok | auto")
+    parser.add_argument("--labs", nargs="*", help="lab prefixes to run, e.g. 01 03 (default all)")
+    parser.add_argument("--build-dir", type=Path, default=None, help="default: build/")
+    args = parser.parse_args(argv)
+    runs = run_all(args.backend, args.labs, args.build_dir)
+    print()
+    print(format_table(runs))
+    failed = [r.lab for r in runs if r.status != "ok"]
+    if failed:
+        print(f"\n{len(failed)} lab(s) failed: {', '.join(failed)}; "
+              "the executed notebooks in build/labs/ show where.", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
