@@ -6,12 +6,18 @@ receives the results dict and the parameter set the lab ran with.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 
 
 def check_00_setup(results: dict, params: dict) -> None:
     """Lab 00: environment verified, backend reported, every objective mapped to a lab."""
-    assert results["backend"] == params.get("BACKEND", "sim")
+    requested = params.get("BACKEND", "sim")
+    if requested == "auto" and not os.environ.get("KFLABS_BACKEND"):
+        assert results["backend"] == "sim", "auto without a request must choose sim"
+        assert "no cluster requested" in results["backend_reason"]
+    elif requested != "auto":
+        assert results["backend"] == requested
     assert results["environment_ok"] is True
     assert results["packages"], "no package versions recorded"
     assert all(row["ok"] for row in results["packages"]), results["packages"]
