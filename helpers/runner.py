@@ -23,6 +23,23 @@ from helpers.errors import cli_errors
 KERNEL = "python3"
 
 
+def ipc_kernel_manager():
+    """A kernel manager on local IPC sockets: no TCP port opened, no plaintext-TCP warning."""
+    import tempfile
+    import uuid
+
+    from jupyter_client.manager import AsyncKernelManager
+
+    class IPCKernelManager(AsyncKernelManager):
+        def __init__(self, **kwargs):
+            kwargs.setdefault("transport", "ipc")
+            # The socket files live in the temp dir, not in the working directory.
+            kwargs.setdefault("ip", str(Path(tempfile.gettempdir()) / f"kflabs-{uuid.uuid4().hex[:12]}"))
+            super().__init__(**kwargs)
+
+    return IPCKernelManager
+
+
 @dataclass
 class LabRun:
     """The outcome of one lab run."""
@@ -63,6 +80,7 @@ def run_lab(
             cwd=str(paths.repo_root()),
             progress_bar=False,
             execution_timeout=timeout,
+            kernel_manager_class=ipc_kernel_manager(),
         )
     except PapermillExecutionError as exc:
         return LabRun(notebook.stem, "failed", time.perf_counter() - start,
