@@ -262,11 +262,14 @@ def save_model(model: xgb.XGBClassifier | xgb.Booster,
     return target
 
 
-def load_model(model_dir: str | os.PathLike[str]) -> xgb.Booster:
+def load_model(model_dir: str | os.PathLike[str], nthread: int = 1) -> xgb.Booster:
     """Load the one XGBoost model file in ``model_dir`` as a ``Booster``, as KServe does.
 
     Args:
         model_dir: a model folder of the store (e.g. ``build/model-store/iris``).
+        nthread: threads for prediction. KServe passes this explicitly too; 1 suits Iris
+            (a thread pool costs more than it saves on a few rows, and XGBoost's default of
+            every core spins against other work on a shared machine).
 
     Returns:
         The loaded ``xgboost.Booster``.
@@ -277,7 +280,7 @@ def load_model(model_dir: str | os.PathLike[str]) -> xgb.Booster:
     """
     path = find_model_file(paths.resolve(model_dir), XGBOOST_EXTENSIONS)
     try:
-        return xgb.Booster(model_file=str(path))
+        return xgb.Booster(params={"nthread": nthread}, model_file=str(path))
     except xgb.core.XGBoostError as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ModelStoreError(
@@ -286,16 +289,18 @@ def load_model(model_dir: str | os.PathLike[str]) -> xgb.Booster:
         ) from exc
 
 
-def predict(booster: xgb.Booster, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def predict(booster: xgb.Booster, X: np.ndarray, nthread: int = 1,
+            ) -> tuple[np.ndarray, np.ndarray]:
     """Predict with a loaded ``Booster`` the way KServe's xgbserver does (via a DMatrix).
 
     Args:
         booster: a model from :func:`load_model`.
         X: rows of the four measurements.
+        nthread: threads used to build the DMatrix (see :func:`load_model`).
 
     Returns:
         ``(labels, probabilities)``: class indices [n] and probabilities [n, 3].
     """
-    probabilities = booster.predict(xgb.DMatrix(np.asarray(X, dtype=np.float32)))
+    probabilities = booster.predict(xgb.DMatrix(np.asarray(X, dtype=np.float32), nthread=nthread))
     return probabilities.argmax(axis=1), probabilities
 
