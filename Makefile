@@ -7,13 +7,15 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 BUILD  := build
 
-.PHONY: help setup run test bench jupyter clean lock lint
+.PHONY: help setup run test bench jupyter clean lock lint controlplane-build controlplane-up controlplane-down
 
 help:
 	@echo "make run      set up .venv, then run every lab headless on the embedded default"
 	@echo "make test     set up .venv, then run the whole test suite"
 	@echo "make bench    measure speed and memory into build/bench.json"
 	@echo "make jupyter  JupyterLab on labs/, bound to 127.0.0.1"
+	@echo "make controlplane-up    build (or reuse) and start the Docker-less control plane (BACKEND=kwok)"
+	@echo "make controlplane-down  stop it (safe to run twice)"
 	@echo "make clean    remove build/ (keeps .venv; 'make distclean' removes it too)"
 
 setup: $(STAMP)
@@ -30,7 +32,7 @@ $(STAMP): requirements.lock pyproject.toml
 run: $(STAMP)
 	@$(PY) -m helpers.runner --backend sim
 
-test: $(STAMP)
+test: $(STAMP) controlplane-build
 	@$(PY) -m pytest
 
 bench: $(STAMP)
@@ -52,3 +54,15 @@ clean:
 
 distclean: clean
 	rm -rf $(VENV)
+
+# The Docker-less control plane (helpers/controlplane.py): real kube-apiserver, schedulers and
+# Volcano built with Go into cluster/controlplane/.bin (reused while unchanged). Without Go,
+# controlplane-build says why and succeeds, and the tests marked `kwok` skip with that reason.
+controlplane-build: $(STAMP)
+	@$(PY) -m helpers.controlplane build --if-go
+
+controlplane-up: $(STAMP)
+	@$(PY) -m helpers.controlplane up
+
+controlplane-down: $(STAMP)
+	@$(PY) -m helpers.controlplane down
