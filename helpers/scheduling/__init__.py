@@ -1,0 +1,74 @@
+"""The scheduling labs' engine: a deterministic model of kube-scheduler and Volcano.
+
+Labs call one function whatever the backend::
+
+    from helpers import scheduling
+    result = scheduling.run_scenario("chapter", "volcano", backend)   # -> SchedulingResult
+    result.to_dict()                                                   # the shape below
+
+On ``sim`` it runs :mod:`helpers.scheduling.simulate` on the manifests under
+``cluster/manifests/scheduling``; on ``kind``/``kwok`` it applies the same manifests to a
+real API server through :mod:`helpers.scheduling.cluster_run` and returns the same shape.
+
+Result shape (``SchedulingResult.to_dict()``; every backend returns exactly these keys)::
+
+    {
+      "backend": "sim" | "kind" | "kwok",
+      "scheduler": "default" | "volcano",
+      "seed": int,
+      "gridlocked": bool,     # some job holds pods that wait for peers, and nothing can
+                              # ever change that (the run went quiet)
+      "jobs": {name: {"name", "kind": "Job"|"Deployment"|"VolcanoJob"|"Pods",
+                      "pods", "min_member", "bound", "pending", "completed",
+                      "state": "completed"|"running"|"waiting"|"gridlocked"|"pending",
+                      "scheduler", "queue", "started_at", "finished_at"}},
+      "podgroups": {name: {"name", "phase": "Pending"|"Inqueue"|"Running"|"Completed",
+                           "min_member", "queue", "history": [[t, phase], ...]}},
+      "metrics": {"jobs_completed": int, "jobs_total": int,
+                  "makespan": float | None,     # last finite job's completion, None if
+                                                # some finite job never completed
+                  "waste": {resource: resource-seconds},  # bound but not working
+                  "waste_gpu_seconds": float,   # waste["example.com/gpu"]
+                  "end_time": float,            # the observation window [0, end_time]
+                  "utilisation": {"resource": str, "capacity": int,
+                                  "t": [...], "allocated": [...], "working": [...]}},
+      "pods": {name: {"job", "node", "phase", "created_at", "bound_at",
+                      "working_at", "finished_at", "slot"}},
+      "nodes": {name: {"allocatable": {resource: int}, "max_pods": int}},
+      "events": [{"t": float, "type": str, "object": str, "message": str}, ...],
+      "warnings": [str, ...],
+    }
+
+Times are seconds from the first apply. ``bound`` counts pods placed on a node and not yet
+finished; ``pending`` pods not placed; ``completed`` pods that exited successfully.
+"""
+
+from __future__ import annotations
+
+from helpers.scheduling.model import (
+    JobResult,
+    Manifests,
+    NodeSpec,
+    PodGroupResult,
+    SchedulingResult,
+    load_manifests,
+    make_nodes,
+)
+from helpers.scheduling.scenarios import SCENARIOS, Scenario, run_scenario, scenario
+from helpers.scheduling.simulate import SimConfig, simulate
+
+__all__ = [
+    "SCENARIOS",
+    "JobResult",
+    "Manifests",
+    "NodeSpec",
+    "PodGroupResult",
+    "Scenario",
+    "SchedulingResult",
+    "SimConfig",
+    "load_manifests",
+    "make_nodes",
+    "run_scenario",
+    "scenario",
+    "simulate",
+]

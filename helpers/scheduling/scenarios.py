@@ -1,0 +1,120 @@
+"""The labs' scenarios and the one call that runs them on any backend.
+
+A :class:`Scenario` names manifest files under ``cluster/manifests/scheduling`` per
+scheduler and the cluster they are sized for. :func:`run_scenario` runs one on the model
+(``sim``) or on a real API server (``kind``/``kwok``, through
+:mod:`helpers.scheduling.cluster_run`) and returns the same
+:class:`~helpers.scheduling.model.SchedulingResult` either way.
+
+The cluster entry point that ``cluster_run`` provides::
+
+    cluster_run.run(manifests: list[pathlib.Path], *, scheduler: str, backend: Backend,
+                    nodes: int, node_gpus: int, seed: int, horizon: float) -> SchedulingResult
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from helpers import paths
+from helpers.errors import BackendUnavailable, LabError
+from helpers.scheduling.model import SchedulingResult, load_manifests, make_nodes
+from helpers.scheduling.simulate import SimConfig, simulate
+
+
+@dataclass(frozen=True)
+class Scenario:
+    """A lesson's workload: manifest paths per scheduler and the cluster they are sized for."""
+
+    name: str
+    description: str
+    manifests: dict[str, tuple[str, ...]]
+    nodes: int
+    node_gpus: int
+    config: dict = field(default_factory=dict)
+
+    def paths(self, scheduler: str) -> list[Path]:
+        """Absolute manifest paths for ``scheduler`` (namespace first)."""
+        if scheduler not in self.manifests:
+            raise LabError(f"scenario {self.name!r} has no {scheduler!r} variant "
+                           f"(variants: {', '.join(self.manifests)})")
+        base = paths.manifests_dir("scheduling")
+        return [base / "namespace.yaml", *(base / p for p in self.manifests[scheduler])]
+
+
+SCENARIOS: dict[str, Scenario] = {
+    s.name: s for s in (
+        Scenario("chapter",
+                 "The chapter's case: an always-on service holds 5 of 8 GPUs; a 5-worker job "
+                 "arrives, then a 3-worker job.",
+                 {"default": ("chapter/default",), "volcano": ("chapter/volcano",)},
+                 nodes=4, node_gpus=2),
+        Scenario("two-jobs",
+                 "Two 4-worker jobs on 6 GPUs, applied together (Indexed Jobs / PodGroups).",
+                 {"default": ("two-jobs/default",), "volcano": ("two-jobs/volcano",),
+                  "default-pods": ("two-jobs/default-pods",),
+                  "volcano-job": ("two-jobs/volcano-job",)},
+                 nodes=3, node_gpus=2),
+        Scenario("queues",
+                 "Two Queues (weights 3:1, team-b capped at 4 GPUs), four 2-worker gangs each.",
+                 {"volcano": ("queues",)}, nodes=4, node_gpus=2),
+    )
+}
+
+
+def scenario(name: str) -> Scenario:
+    """Look a scenario up by name, with a clear error listing the known ones."""
+    if name not in SCENARIOS:
+        raise LabError(f"unknown scenario {name!r} (known: {', '.join(SCENARIOS)})")
+    return SCENARIOS[name]
+
+
+def _scheduler_of(variant: str) -> str:
+    return "volcano" if variant.startswith("volcano") else "default"
+
+
+def run_scenario(which: str | Scenario, variant: str = "default", backend=None, *, seed: int = 0,
+                 nodes: int | None = None, node_gpus: int | None = None,
+                 horizon: float | None = None, **config) -> SchedulingResult:
+    """Run a scenario's ``variant`` on the model or a cluster; same result shape either way.
+
+    Args:
+        which: Scenario name (see :data:`SCENARIOS`) or a :class:`Scenario`.
+        variant: ``default`` or ``volcano`` (and the scenario's extra variants, e.g.
+            ``volcano-job``); the scheduler is Volcano for variants starting with ``volcano``.
+        backend: A :class:`helpers.backend.Backend`, a backend name, or None for ``sim``.
+        seed: Tie-breaking seed of the model.
+        nodes: Override the scenario's node count.
+        node_gpus: Override ``example.com/gpu`` per node.
+        horizon: Observation window in seconds (default: SimConfig's).
+        **config: Further :class:`SimConfig` fields for the model.
+
+    Raises:
+        BackendUnavailable: A cluster backend without ``helpers.scheduling.cluster_run``.
+        LabError: Unknown scenario or variant.
+    """
+    sc = which if isinstance(which, Scenario) else scenario(which)
+    name = getattr(backend, "name", backend) or "sim"
+    scheduler = _scheduler_of(variant)
+    manifest_paths = sc.paths(variant)
+    n = nodes if nodes is not None else sc.nodes
+    g = node_gpus if node_gpus is not None else sc.node_gpus
+    cfg = SimConfig(**{**sc.config, **config, **({"horizon": horizon} if horizon else {})})
+    if name == "sim":
+        return simulate(load_manifests(manifest_paths), make_nodes(n, g), scheduler,
+                        seed=seed, config=cfg)
+    if name not in ("kind", "kwok"):
+        raise BackendUnavailable(f"unknown backend {name!r}: use sim, kind or kwok")
+    try:
+        cluster_run = importlib.import_module("helpers.scheduling.cluster_run")
+    except ModuleNotFoundError as exc:
+        if exc.name != "helpers.scheduling.cluster_run":
+            raise
+        raise BackendUnavailable(
+            f'BACKEND="{name}": the scheduling labs cannot drive a cluster yet '
+            "(helpers.scheduling.cluster_run is not installed in this kit); "
+            'run with BACKEND="sim"') from None
+    return cluster_run.run(manifest_paths, scheduler=scheduler, backend=backend, nodes=n,
+                           node_gpus=g, seed=seed, horizon=cfg.horizon)
