@@ -111,6 +111,10 @@ class Endpoint:
             raise EndpointError(f"{method} {url} timed out after {self.timeout} s: is the "
                                 "server overloaded or stopped? check its logs", url=url) from exc
         except requests.ConnectionError as exc:
+            if "Connection aborted" in str(exc):
+                raise EndpointError(f"{method} {url}: the server closed the connection without "
+                                    "an HTTP answer (it crashed on this request?)",
+                                    url=url) from exc
             raise EndpointError(f"{method} {url}: cannot connect ({type(exc).__name__}): is the "
                                 "server running, and is the port (or port-forward) right?",
                                 url=url) from exc
