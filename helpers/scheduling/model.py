@@ -168,6 +168,8 @@ class ApplyStep:
     services: list[str] = field(default_factory=list)
     namespaces: list[str] = field(default_factory=list)
     priority_classes: dict[str, int] = field(default_factory=dict)
+    #: Bare pods in document order: the order they are created in (A0, B0, A1, ...).
+    bare_pods: list[PodSpec] = field(default_factory=list)
 
 
 @dataclass
@@ -384,6 +386,7 @@ def _parse_doc(doc: _Doc, step: ApplyStep, priorities: dict[str, int]) -> None:
         # A bare pod's job: its PodGroup, else the headless Service domain its peers share.
         job = group or doc.get("spec.subdomain", None) or name
         pod = _pod_template(doc, "spec", name=name, job=job, steps_priorities=priorities, group=group)
+        step.bare_pods.append(pod)
         step.jobs.append(JobSpec(name=pod.job, kind="Pods", pods=[pod], source=doc.source))
     elif key == "batch/v1/Job":
         mode = doc.get("spec.completionMode", kind=str)

@@ -116,5 +116,5 @@ def run_scenario(which: str | Scenario, variant: str = "default", backend=None, 
             f'BACKEND="{name}": the scheduling labs cannot drive a cluster yet '
             "(helpers.scheduling.cluster_run is not installed in this kit); "
             'run with BACKEND="sim"') from None
-    return cluster_run.run(manifest_paths, scheduler=scheduler, backend=backend, nodes=n,
-                           node_gpus=g, seed=seed, horizon=cfg.horizon)
+    return cluster_run.run(manifest_paths, make_nodes(n, g), scheduler=scheduler,
+                           backend=backend, seed=seed)

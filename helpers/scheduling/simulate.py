@@ -363,9 +363,8 @@ class Simulation:
                 continue  # pods come when the PodGroup leaves Pending
             if spec.kind in ("Job", "Deployment"):
                 batched.append(job)
-            else:
-                for p in spec.pods:
-                    self._create_pod(job, p)
+        for p in step.bare_pods:  # bare pods: created one by one in document order
+            self._create_pod(self.jobs[p.job], p)
         self._controller_create(batched)
 
     def _controller_create(self, jobs: list[JobState]) -> None:
