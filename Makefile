@@ -7,7 +7,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 BUILD  := build
 
-.PHONY: help setup run test bench jupyter clean lock lint controlplane-build controlplane-up controlplane-down
+.PHONY: help setup run test bench jupyter clean lock lint controlplane-build controlplane-up controlplane-down cluster-up cluster-down
 
 help:
 	@echo "make run      set up .venv, then run every lab headless on the embedded default"
@@ -16,6 +16,8 @@ help:
 	@echo "make jupyter  JupyterLab on labs/, bound to 127.0.0.1"
 	@echo "make controlplane-up    build (or reuse) and start the Docker-less control plane (BACKEND=kwok)"
 	@echo "make controlplane-down  stop it (safe to run twice)"
+	@echo "make cluster-up    create (or reuse) the kind cluster with Volcano, KServe and the Training Operator (BACKEND=kind)"
+	@echo "make cluster-down  delete the kind cluster (safe to run twice)"
 	@echo "make clean    remove build/ (keeps .venv; 'make distclean' removes it too)"
 
 setup: $(STAMP)
@@ -47,6 +49,16 @@ lint: $(STAMP)
 # Regenerate the lock after editing pyproject.toml (needs the registry).
 lock: $(STAMP)
 	@$(PY) -m uv pip compile --quiet --universal --python-version 3.10 --extra dev pyproject.toml -o requirements.lock
+
+# The kind cluster (helpers/cluster.py; needs Docker, kind, kubectl and git): one control plane
+# + 3 workers with fake GPUs, Volcano, cert-manager, KServe (Standard mode) and the Training
+# Operator at the pins in cluster/versions.yaml. Idempotent: a re-run reuses what exists.
+# Options: CLUSTER_ARGS="--only volcano" or "--timeout 900" or "--no-image".
+cluster-up: $(STAMP)
+	@$(PY) -m helpers.cluster up $(CLUSTER_ARGS)
+
+cluster-down: $(STAMP)
+	@$(PY) -m helpers.cluster down
 
 clean:
 	rm -rf $(BUILD) .pytest_cache
