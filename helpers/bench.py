@@ -27,6 +27,7 @@ from helpers.errors import cli_errors
 SECTIONS: dict[str, str] = {
     "labs": "helpers.bench:bench_labs",
     "tests": "helpers.bench:bench_tests",
+    "controlplane": "helpers.controlplane:bench",
     "models": "helpers.serialization:bench",
 }
 

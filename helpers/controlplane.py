@@ -715,6 +715,24 @@ def up(nodes: int = 4, node_gpus: int = 2, *, build_first: bool = True,
             "components": {n: e["port"] for n, e in table.items()}}
 
 
+def pause(name: str) -> None:
+    """Freeze one running component (SIGSTOP), e.g. a scheduler while a bench creates pods."""
+    os.kill(_running(name)["pid"], signal.SIGSTOP)
+
+
+def resume(name: str) -> None:
+    """Let a component paused by :func:`pause` continue (SIGCONT)."""
+    os.kill(_running(name)["pid"], signal.SIGCONT)
+
+
+def _running(name: str) -> dict:
+    entry = _load_pids().get(name)
+    if entry is None or not _alive(entry):
+        raise BackendUnavailable(f"{name} is not running: start the control plane with "
+                                 "`make controlplane-up`")
+    return entry
+
+
 def peak_memory_mib() -> dict[str, float]:
     """Peak resident memory (VmHWM) of each running component, in MiB (Linux only)."""
     out = {}
@@ -845,7 +863,8 @@ def bench() -> dict:
     down(quiet=True)
     try:
         info = up(nodes=0, build_first=False, log=lambda _m: None)
-        out: dict = {"start_to_ready_seconds": info["seconds"]}
+        out: dict = {"start_to_ready_seconds": info["seconds"],
+                     "rss_after_start_mib": round(sum(peak_memory_mib().values()), 1)}
         from helpers.scheduling import cluster_run
 
         out.update(cluster_run.throughput_comparison())

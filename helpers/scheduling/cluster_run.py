@@ -80,6 +80,7 @@ class _Run:
     pods: dict[str, _PodTrack] = field(default_factory=dict)  # real pod name -> track
     pg_history: dict[str, list[list[Any]]] = field(default_factory=dict)
     pg_info: dict[str, dict[str, Any]] = field(default_factory=dict)
+    vcjob_phase: dict[str, str] = field(default_factory=dict)
     events: list[dict[str, Any]] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     last_change: float = 0.0
@@ -244,6 +245,12 @@ def _observe(api, run: _Run, namespaces: list[str], work: bool) -> None:
                     run.event("working", f"pod/{t.model_name}",
                               f"rendezvous complete; completes after {work_seconds:g} s")
     for ns in namespaces:
+        for vcjob in _vcjobs(api, ns) if vcjobs else []:
+            key = f"vcjob/{vcjob['metadata']['name']}"
+            phase = ((vcjob.get("status") or {}).get("state") or {}).get("phase", "")
+            if phase and run.vcjob_phase.get(key) != phase:
+                run.vcjob_phase[key] = phase
+                run.event("vcjob", key, f"phase {phase}")
         for pg in k8s.podgroups(api, ns):
             key = _podgroup_key(pg, vcjobs)
             phase = (pg.get("status") or {}).get("phase", "Pending")
@@ -253,6 +260,20 @@ def _observe(api, run: _Run, namespaces: list[str], work: bool) -> None:
                 run.event("podgroup", f"podgroup/{key}", f"phase {phase}")
             run.pg_info[key] = {"min_member": pg["spec"].get("minMember", 1),
                                 "queue": pg["spec"].get("queue", "default"), "phase": phase}
+
+
+def _vcjobs(api, namespace: str) -> list[dict]:
+    from kubernetes import client
+
+    out = client.CustomObjectsApi(api).list_namespaced_custom_object(
+        "batch.volcano.sh", "v1alpha1", namespace, "jobs")
+    return out.get("items", [])
+
+
+def vcjob_phases(result: SchedulingResult, job: str) -> list[str]:
+    """The phases a Volcano Job went through during a run, in order (from the event log)."""
+    return [e["message"].removeprefix("phase ") for e in result.events
+            if e["type"] == "vcjob" and e["object"] == f"vcjob/{job}"]
 
 
 def _podgroup_key(pg: dict, vcjobs: set[str]) -> str:
@@ -316,8 +337,8 @@ def run(manifest_paths: Sequence[str | Path] | str | Path, nodes: Sequence[NodeS
             are replaced). On kind the real nodes are used and this only fills ``nodes``.
         scheduler: ``default`` or ``volcano``; recorded in the result (the manifests already
             name their scheduler).
-        backend: A :class:`helpers.backend.Backend` (``kwok`` or ``kind``); None means the
-            local control plane's kubeconfig.
+        backend: A :class:`helpers.backend.Backend` or a backend name (``kwok`` or
+            ``kind``); None means the local control plane's kubeconfig.
         kubeconfig: Overrides the backend's kubeconfig.
         seed: Recorded in the result (the real schedulers take no seed).
         work: Complete each job ``WORK_SECONDS`` x ``time_scale`` after its rendezvous;
@@ -342,8 +363,14 @@ def run(manifest_paths: Sequence[str | Path] | str | Path, nodes: Sequence[NodeS
         raise ManifestError(f"time_scale={time_scale!r} must be > 0")
     files = manifest_files(manifest_paths)
     manifests = load_manifests(files)
-    api = _connect(backend, kubeconfig)
+    if isinstance(backend, str):
+        from helpers import backend as backends
+
+        backend = backends.resolve(backend, kubeconfig=kubeconfig, announce=False)
     name = getattr(backend, "name", None) or "kwok"
+    if name not in ("kwok", "kind"):
+        raise BackendUnavailable(f"cluster_run needs a cluster backend (kwok or kind), got {name!r}")
+    api = _connect(backend, kubeconfig)
     per_file = [k8s.load_manifests(f) for f in files]
     docs = [d for file_docs in per_file for d in file_docs]
     namespaces = sorted({d["metadata"]["name"] for d in docs if d.get("kind") == "Namespace"}
@@ -517,4 +544,108 @@ def _scheduler_events(api, namespace: str) -> list[tuple[str, str]]:
         if e.reason in ("FailedScheduling", "Unschedulable", "Scheduled"):
             out.append((f"{e.involved_object.kind.lower()}/{e.involved_object.name}",
                         f"{e.reason}: {(e.message or '').strip()[:200]}"))
+    return out
+
+
+# --------------------------------------------------------------------------- throughput (bench)
+
+
+def _throughput_manifests(folder: Path, scheduler: str, gangs: int, gang_size: int) -> Path:
+    """Write the throughput scenario as manifests both the model and the cluster read."""
+    import yaml
+
+    ns = "kflabs-throughput"
+    docs: list[dict] = [{"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}}]
+    res = {"cpu": "10m", "memory": "16Mi", GPU: "1"}
+    for g in range(gangs):
+        group = f"gang-{g:04d}"
+        if scheduler == "volcano":
+            docs.append({"apiVersion": "scheduling.volcano.sh/v1beta1", "kind": "PodGroup",
+                         "metadata": {"name": group, "namespace": ns},
+                         "spec": {"minMember": gang_size, "queue": "default"}})
+        for i in range(gang_size):
+            meta: dict[str, Any] = {"name": f"{group}-{i:02d}", "namespace": ns}
+            if scheduler == "volcano":
+                meta["annotations"] = {"scheduling.k8s.io/group-name": group}
+            docs.append({"apiVersion": "v1", "kind": "Pod", "metadata": meta, "spec": {
+                "schedulerName": "volcano" if scheduler == "volcano" else DEFAULT_SCHEDULER,
+                "restartPolicy": "Never", "terminationGracePeriodSeconds": 0,
+                "containers": [{"name": "worker", "image": "busybox:1.36.1",
+                                "env": [{"name": "WORLD_SIZE",
+                                         "value": str(gang_size if scheduler == "volcano" else 1)},
+                                        {"name": "WORK_SECONDS", "value": "forever"}],
+                                "resources": {"requests": dict(res), "limits": dict(res)}}]}})
+    path = folder / f"throughput-{scheduler}.yaml"
+    path.write_text(yaml.safe_dump_all(docs, sort_keys=False))
+    return path
+
+
+def throughput_comparison(nodes: int = 1000, gpus_per_node: int = 8, gangs: int = 100,
+                          gang_size: int = 20, timeout: float = 600.0) -> dict:
+    """Pods scheduled per second on the 1,000-node scenario: real schedulers vs the model.
+
+    The same manifests (``gangs`` x ``gang_size`` one-GPU pods; PodGroups for Volcano) go to
+    the model and to the running local control plane. On the cluster the scheduler is
+    paused (SIGSTOP) while the pods are created, then resumed: the figure is pods bound per
+    wall-clock second from the resume until the last binding, so pod creation by this
+    client is not counted. The model's figure is pods placed per wall-clock second of
+    :func:`helpers.scheduling.simulate`.
+
+    Returns:
+        Per scheduler: pods, real and model pods/s, and real/model as a ratio.
+    """
+    import tempfile
+
+    from kubernetes import client
+
+    from helpers import controlplane
+    from helpers.scheduling.model import make_nodes
+    from helpers.scheduling.simulate import simulate
+
+    api = _connect(None, None)
+    core = client.CoreV1Api(api)
+    node_specs = make_nodes(nodes, gpus_per_node, cpu="64", memory="512Gi", prefix="bench")
+    controlplane.delete_fake_nodes(api)
+    start = time.perf_counter()
+    for obj in node_objects(node_specs):
+        core.create_node(obj)
+    k8s.wait_nodes_ready(api, [n.name for n in node_specs], timeout=300)
+    out: dict[str, Any] = {"nodes": nodes, "node_create_seconds": round(time.perf_counter() - start, 1)}
+    total = gangs * gang_size
+    with tempfile.TemporaryDirectory() as tmp:
+        for scheduler, component in (("default", "kube-scheduler"), ("volcano", "vc-scheduler")):
+            path = _throughput_manifests(Path(tmp), scheduler, gangs, gang_size)
+            manifests = load_manifests([path])
+            t = time.perf_counter()
+            model = simulate(manifests, node_specs, scheduler)
+            model_s = time.perf_counter() - t
+            placed = sum(j.bound + j.completed for j in model.jobs.values())
+            docs = k8s.load_manifests(path)
+            k8s.delete_namespace(api, "kflabs-throughput", timeout=300)
+            k8s.ensure_namespace(api, "kflabs-throughput")
+            controlplane.pause(component)
+            try:
+                for doc in docs[1:]:
+                    if doc["kind"] == "Pod":
+                        core.create_namespaced_pod("kflabs-throughput", doc)
+                    else:
+                        k8s.apply(api, doc)
+            finally:
+                controlplane.resume(component)
+            t = time.perf_counter()
+
+            def unbound() -> int:
+                return len(core.list_namespaced_pod("kflabs-throughput",
+                                                    field_selector="spec.nodeName=").items)
+
+            k8s.wait_for(lambda: unbound() == 0, timeout, f"{total} pods to be bound by {component}",
+                         interval=0.5)
+            real_s = time.perf_counter() - t
+            real_rate, model_rate = total / real_s, placed / model_s
+            out[scheduler] = {"pods": total, "real_pods_per_second": round(real_rate, 1),
+                              "model_pods_per_second": round(model_rate, 1),
+                              "model_placed": placed,
+                              "real_over_model": round(real_rate / model_rate, 4)}
+        k8s.delete_namespace(api, "kflabs-throughput", timeout=300)
+    controlplane.delete_fake_nodes(api)
     return out

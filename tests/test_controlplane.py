@@ -1,0 +1,355 @@
+"""The scheduling lessons checked on the real schedulers (the Docker-less ``kwok`` backend).
+
+One control plane serves the whole module: real etcd, kube-apiserver,
+kube-controller-manager, kube-scheduler, Volcano's vc-scheduler and vc-controller-manager,
+and kwok's fake nodes. ``make test`` builds the binaries first (or reuses them); without Go
+every test here skips with the reason.
+
+Sections: the control plane itself; what the labs teach (gridlock, gang, VolcanoJob
+phases, queues); conformance of the embedded model with the real schedulers (a comparison
+table is written to build/controlplane/conformance.md); server-side validation of every
+manifest under cluster/ against the real CRDs.
+"""
+
+from __future__ import annotations
+
+import random
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+
+from helpers import controlplane, k8s, paths, versions
+from helpers.errors import BackendUnavailable
+from helpers.scheduling import cluster_run, load_manifests, make_nodes, scenario, simulate
+
+pytestmark = [pytest.mark.kwok, pytest.mark.timeout(600)]
+
+
+@pytest.fixture(scope="module")
+def api():
+    """A running control plane for this module (started here, stopped afterwards)."""
+    try:
+        controlplane.build(log=print)
+    except BackendUnavailable as exc:
+        if shutil.which("go") is None or "Go >=" in str(exc):
+            pytest.skip(f"no usable Go, so no local control plane: {exc}")
+        pytest.fail(f"Go is installed but the control plane did not build: {exc}")
+    was_up = controlplane.is_up()
+    info = controlplane.up(nodes=0, build_first=False)
+    client = k8s.connect(info["kubeconfig"])
+    yield client
+    if not was_up:
+        controlplane.down(quiet=True)
+
+
+# --------------------------------------------------------------------------- the control plane
+
+
+def test_components_are_the_pinned_releases(api):
+    """Each binary reports the version the wrapper modules stamped into it."""
+    from kubernetes import client
+
+    k8s_version = "v" + versions.pin("kubernetes").lstrip("v")
+    assert client.VersionApi(api).get_code().git_version == k8s_version
+    table = controlplane.status()
+    assert set(table) == set(controlplane.BINARIES)
+    assert all(entry["running"] for entry in table.values()), table
+    etcd = subprocess.run([str(controlplane.bin_dir() / "etcd"), "--version"],
+                          capture_output=True, text=True, check=True).stdout
+    assert f"etcd Version: {versions.pin('etcd').lstrip('v')}" in etcd
+    vc = subprocess.run([str(controlplane.bin_dir() / "vc-scheduler"), "--version"],
+                        capture_output=True, text=True, check=False)
+    assert versions.pin("volcano") in vc.stdout + vc.stderr
+
+
+def test_up_again_is_a_no_op(api):
+    info = controlplane.up(nodes=0, build_first=False, log=lambda _m: None)
+    assert info["already_running"] is True
+    assert Path(info["kubeconfig"]) == controlplane.kubeconfig_path()
+
+
+def test_volcano_is_installed_and_made_its_default_queue(api):
+    from kubernetes import client
+
+    names = {c.metadata.name for c in
+             client.ApiextensionsV1Api(api).list_custom_resource_definition().items}
+    assert {"podgroups.scheduling.volcano.sh", "queues.scheduling.volcano.sh",
+            "jobs.batch.volcano.sh"} <= names
+    custom = client.CustomObjectsApi(api)
+
+    def default_queue_open() -> bool:
+        queues = custom.list_cluster_custom_object("scheduling.volcano.sh", "v1beta1", "queues")
+        return any(q["metadata"]["name"] == "default" and
+                   (q.get("status") or {}).get("state") == "Open" for q in queues["items"])
+
+    k8s.wait_for(default_queue_open, 60, "vc-scheduler to create the open default queue")
+
+
+def test_fake_nodes_carry_gpus_and_become_ready(api):
+    from kubernetes import client
+
+    names = controlplane.create_fake_nodes(api, 2, 3, prefix="probe")
+    try:
+        for name in names:
+            node = client.CoreV1Api(api).read_node(name)
+            assert node.status.allocatable[controlplane.GPU_RESOURCE] == "3"
+            ready = {c.type: c.status for c in node.status.conditions}["Ready"]
+            assert ready == "True"
+    finally:
+        controlplane.delete_fake_nodes(api)
+
+
+def test_k8s_wait_timeout_carries_diagnostics(api):
+    k8s.ensure_namespace(api, "kflabs-diag")
+    try:
+        k8s.apply(api, {"apiVersion": "v1", "kind": "Pod",
+                        "metadata": {"name": "stuck", "namespace": "kflabs-diag"},
+                        "spec": {"containers": [{"name": "c", "image": "busybox:1.36.1"}],
+                                 "nodeSelector": {"no-such": "node"}}})
+        with pytest.raises(k8s.WaitTimeout) as err:
+            k8s.wait_for(lambda: False, 3, "pod stuck to be bound",
+                         diagnostics=lambda: k8s.diagnose(api, "kflabs-diag"))
+        assert "pod stuck: Pending" in str(err.value)
+    finally:
+        k8s.delete_namespace(api, "kflabs-diag")
+
+
+def test_apply_reports_what_the_server_refused(api):
+    bad = {"apiVersion": "scheduling.volcano.sh/v1beta1", "kind": "Queue",
+           "metadata": {"name": "bad-queue"}, "spec": {"weight": "heavy"}}
+    with pytest.raises(k8s.ApplyError, match="Queue bad-queue"):
+        k8s.apply(api, bad, dry_run=True)
+    assert k8s.delete(api, bad) is False  # never created: ignore-not-found
+
+
+# --------------------------------------------------------------------------- what the labs teach
+
+
+def _run(name: str, variant: str, **kwargs):
+    sc = scenario(name)
+    scheduler = "volcano" if variant.startswith("volcano") else "default"
+    return cluster_run.run(sc.paths(variant), make_nodes(sc.nodes, sc.node_gpus),
+                           scheduler=scheduler, backend="kwok", **kwargs)
+
+
+def test_default_scheduler_gridlocks_two_gangs(api):
+    """One pod at a time, kube-scheduler gives each 4-worker job 3 of the 6 GPUs."""
+    result = _run("two-jobs", "default-pods")
+    assert result.backend == "kwok"
+    assert result.gridlocked
+    for job in ("train-a", "train-b"):
+        assert 0 < result.jobs[job].bound < 4, result.summary()
+        assert result.jobs[job].state == "gridlocked"
+        assert result.jobs[job].completed == 0
+    assert result.metrics["waste_gpu_seconds"] > 0
+
+
+def test_volcano_binds_one_gang_whole_and_the_other_not_at_all(api):
+    """Snapshot before any work: one gang holds all its 4 GPUs, the other holds none."""
+    result = _run("two-jobs", "volcano", work=False)
+    bound = sorted(result.jobs[j].bound for j in ("train-a", "train-b"))
+    assert bound == [0, 4], result.summary()
+    waiting = next(j for j in ("train-a", "train-b") if result.jobs[j].bound == 0)
+    assert result.podgroups[waiting].phase in ("Pending", "Inqueue")
+    assert not result.gridlocked
+
+
+def test_volcano_runs_both_gangs_one_after_the_other(api):
+    result = _run("two-jobs", "volcano")
+    assert not result.gridlocked
+    assert result.metrics["jobs_completed"] == 2, result.summary()
+    starts = sorted(result.jobs[j].started_at for j in ("train-a", "train-b"))
+    first_done = min(result.jobs[j].finished_at for j in ("train-a", "train-b"))
+    assert starts[1] >= first_done, "the second gang must start only after the first frees GPUs"
+
+
+def test_volcano_job_walks_its_phases(api):
+    result = _run("two-jobs", "volcano-job")
+    assert result.metrics["jobs_completed"] == 2, result.summary()
+    for job in ("train-a", "train-b"):
+        phases = cluster_run.vcjob_phases(result, job)
+        order = [p for p in phases if p in ("Pending", "Running", "Completed")]
+        assert order[-1] == "Completed", phases
+        assert "Running" in order
+        assert order.index("Running") < order.index("Completed")
+        assert result.podgroups[job].history[-1][1] == "Completed"
+
+
+def test_chapter_scenario_default_holds_gpus_idle_volcano_does_not(api):
+    default = _run("chapter", "default")
+    assert default.gridlocked
+    assert default.jobs["train-big"].bound == 3
+    assert default.jobs["train-big"].pending == 2
+    assert default.jobs["train-small"].bound == 0
+    volcano = _run("chapter", "volcano")
+    assert volcano.jobs["train-big"].bound == 0
+    assert volcano.jobs["train-small"].state == "completed"
+    assert volcano.podgroups["train-big"].phase in ("Pending", "Inqueue")
+
+
+def test_queues_share_the_cluster_by_weight(api):
+    """team-a (weight 3) gets more GPUs than team-b (weight 1, capped at 4)."""
+    result = _run("queues", "volcano", work=False)
+    per_queue: dict[str, int] = {}
+    for job in result.jobs.values():
+        per_queue[job.queue] = per_queue.get(job.queue, 0) + job.bound
+    assert per_queue["team-a"] > per_queue["team-b"] > 0, result.summary()
+    assert per_queue["team-b"] <= 4
+    assert sum(per_queue.values()) == 8
+
+
+# --------------------------------------------------------------------------- conformance
+
+
+#: Differences between the model and the real schedulers that the model keeps on purpose.
+#: scenario id -> (what differs, why). A divergence not listed here fails the test.
+KNOWN_DIVERGENCES: dict[str, str] = {}
+
+FIXED = [("chapter", "default"), ("chapter", "volcano"), ("two-jobs", "default-pods"),
+         ("two-jobs", "volcano"), ("two-jobs", "volcano-job"), ("queues", "volcano")]
+
+
+def random_scenario(seed: int, folder: Path) -> tuple[dict[str, Path], int, int]:
+    """A seeded random workload: 2-4 gang jobs of 2-5 one-GPU workers on a small cluster.
+
+    Returns manifests for both schedulers (bare pods created in interleaved order for the
+    default scheduler; PodGroups + pods for Volcano), the node count and GPUs per node.
+    """
+    rng = random.Random(seed)
+    nodes, gpus = rng.randint(2, 4), rng.choice([1, 2, 3])
+    jobs = [(f"job-{chr(97 + i)}", rng.randint(2, 5)) for i in range(rng.randint(2, 4))]
+    ns = "kflabs-scheduling"
+    out = {}
+    for scheduler in ("default", "volcano"):
+        docs: list[dict] = []
+        if scheduler == "volcano":
+            docs += [{"apiVersion": "scheduling.volcano.sh/v1beta1", "kind": "PodGroup",
+                      "metadata": {"name": name, "namespace": ns},
+                      "spec": {"minMember": size, "queue": "default"}} for name, size in jobs]
+        # interleave workers: a0, b0, c0, a1, b1, ... (the order the default scheduler sees)
+        for i in range(max(size for _, size in jobs)):
+            for name, size in jobs:
+                if i >= size:
+                    continue
+                meta: dict = {"name": f"{name}-{i}", "namespace": ns,
+                              "labels": {"kflabs.example.com/job": name}}
+                if scheduler == "volcano":
+                    meta["annotations"] = {"scheduling.k8s.io/group-name": name}
+                res = {"cpu": "100m", "memory": "64Mi", "example.com/gpu": "1"}
+                docs.append({"apiVersion": "v1", "kind": "Pod", "metadata": meta, "spec": {
+                    "subdomain": name, "restartPolicy": "Never",
+                    "schedulerName": "volcano" if scheduler == "volcano" else "default-scheduler",
+                    "containers": [{"name": "worker", "image": "busybox:1.36.1",
+                                    "env": [{"name": "WORLD_SIZE", "value": str(size)},
+                                            {"name": "WORK_SECONDS", "value": "60"}],
+                                    "resources": {"requests": res, "limits": res}}]}})
+        path = folder / f"random-{seed}-{scheduler}.yaml"
+        path.write_text(yaml.safe_dump_all(docs, sort_keys=False))
+        out[scheduler] = path
+    return out, nodes, gpus
+
+
+def _counts(result) -> dict[str, tuple[int, int, int]]:
+    return {n: (j.bound, j.pending, j.completed) for n, j in sorted(result.jobs.items())}
+
+
+def _compare(case: str, model, real, rows: list[str]) -> str | None:
+    m, r = _counts(model), _counts(real)
+    for job in sorted(set(m) | set(r)):
+        mark = "yes" if m.get(job) == r.get(job) else "NO"
+        rows.append(f"| {case} | {job} | {m.get(job)} | {r.get(job)} | "
+                    f"{model.jobs[job].state if job in model.jobs else '-'} | "
+                    f"{real.jobs[job].state if job in real.jobs else '-'} | {mark} |")
+    if m != r:
+        return f"{case}: model {m} vs real {r}"
+    return None
+
+
+def test_model_agrees_with_the_real_schedulers(api, tmp_path):
+    """Per-job (bound, pending, completed) agree on every scenario; the table is kept."""
+    rows = ["| scenario | job | model (bound, pending, completed) | real | model state | "
+            "real state | agree |", "|---|---|---|---|---|---|---|"]
+    cases = []
+    for name, variant in FIXED:
+        sc = scenario(name)
+        sched = "volcano" if variant.startswith("volcano") else "default"
+        cases.append((f"{name}/{variant}", sc.paths(variant), sc.nodes, sc.node_gpus, sched))
+    base = paths.manifests_dir("scheduling") / "namespace.yaml"
+    for seed in (1, 2, 3):
+        files, nodes, gpus = random_scenario(seed, tmp_path)
+        for sched, path in files.items():
+            cases.append((f"random-{seed}/{sched} ({nodes}x{gpus} GPUs)", [base, path],
+                          nodes, gpus, sched))
+    problems = []
+    for case, manifest_paths, nodes, gpus, sched in cases:
+        node_list = make_nodes(nodes, gpus)
+        model = simulate(load_manifests(manifest_paths), node_list, sched)
+        real = cluster_run.run(manifest_paths, node_list, scheduler=sched, backend="kwok")
+        problem = _compare(case, model, real, rows)
+        if problem and case not in KNOWN_DIVERGENCES:
+            problems.append(problem)
+    table = "\n".join(rows)
+    out = paths.build_dir() / "controlplane" / "conformance.md"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text("# Embedded model vs real schedulers (per-job bound, pending, completed)\n\n"
+                   + table + "\n")
+    print(table)
+    assert not problems, "model and real schedulers disagree:\n" + "\n".join(problems)
+
+
+# --------------------------------------------------------------------------- server-side validation
+
+
+#: apiVersions of tool configuration files (not objects an API server serves).
+TOOL_CONFIG_GROUPS = ("kind.x-k8s.io/", "config.kwok.x-k8s.io/", "kwok.x-k8s.io/")
+
+
+def _cluster_yaml_documents() -> tuple[list[tuple[str, dict]], list[str]]:
+    docs, skipped = [], []
+    for path in sorted(paths.cluster_dir().rglob("*.y*ml")):
+        rel = path.relative_to(paths.ROOT)
+        if any(part.startswith(".") for part in rel.parts):
+            continue  # .bin/.work: build scratch, not the kit's manifests
+        for doc in yaml.safe_load_all(path.read_text()):
+            if not isinstance(doc, dict) or "kind" not in doc or "apiVersion" not in doc:
+                skipped.append(f"{rel}: not a Kubernetes object")
+            elif str(doc["apiVersion"]).startswith(TOOL_CONFIG_GROUPS):
+                skipped.append(f"{rel}: {doc['apiVersion']} {doc['kind']} (tool configuration)")
+            else:
+                docs.append((str(rel), doc))
+    return docs, skipped
+
+
+def _install_upstream_crds(api) -> None:
+    kserve = controlplane.module_dir("github.com/kserve/kserve", versions.pin("kserve"))
+    trainer = controlplane.module_dir("github.com/kubeflow/training-operator",
+                                      versions.pin("training_operator"))
+    k8s.apply_crds(api, [kserve / "config/crd/full/serving.kserve.io_inferenceservices.yaml",
+                         kserve / "config/crd/full/serving.kserve.io_servingruntimes.yaml",
+                         kserve / "config/crd/full/serving.kserve.io_clusterservingruntimes.yaml",
+                         trainer / "manifests/base/crds/kubeflow.org_xgboostjobs.yaml"])
+
+
+def test_every_manifest_in_cluster_passes_server_side_validation(api):
+    """Dry-run apply with strict field validation against the real CRDs."""
+    _install_upstream_crds(api)
+    docs, skipped = _cluster_yaml_documents()
+    assert docs, "no manifests found under cluster/"
+    assert all("versions.yaml" in s or "tool configuration" in s for s in skipped), skipped
+    namespaces = [d for _, d in docs if d["kind"] == "Namespace"]
+    for ns in namespaces:  # dry-run objects need their namespace to exist
+        k8s.apply(api, ns)
+    failures = []
+    for source, doc in docs:
+        try:
+            k8s.apply(api, doc, dry_run=True)
+        except k8s.ApplyError as exc:
+            failures.append(f"{source}: {exc}")
+    for ns in namespaces:
+        k8s.delete_namespace(api, ns["metadata"]["name"], wait=False)
+    kinds = {d["kind"] for _, d in docs}
+    print(f"validated {len(docs)} objects of kinds {sorted(kinds)}; skipped: {skipped}")
+    assert not failures, "\n".join(failures)

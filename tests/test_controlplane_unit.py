@@ -1,0 +1,168 @@
+"""Unit tests of the control-plane helpers that need neither Go nor a running cluster."""
+
+from __future__ import annotations
+
+import socket
+import sys
+
+import pytest
+import yaml
+
+from helpers import controlplane, versions
+from helpers.errors import BackendUnavailable, LabError
+from helpers.scheduling import cluster_run
+
+
+def test_wrapper_modules_agree_with_versions_yaml():
+    """Every go.mod requires exactly the version pinned in cluster/versions.yaml."""
+    controlplane.check_pins()
+    kube = controlplane._gomod_versions(controlplane.controlplane_dir() / "kube" / "go.mod")
+    want = "v" + versions.pin("kubernetes").lstrip("v")
+    assert kube["k8s.io/kubernetes"] == want
+    # every staging module is replaced by its published release of the same Kubernetes minor
+    staging = {m: v for m, v in kube.items() if m.startswith("k8s.io/") and m != "k8s.io/kubernetes"}
+    published = "v0." + want.split(".", 1)[1]
+    assert staging["k8s.io/api"] == published
+    assert staging["k8s.io/client-go"] == published
+
+
+def test_check_pins_names_the_disagreeing_module(monkeypatch):
+    real = versions.pins()
+    monkeypatch.setattr(versions, "pins", lambda: {**real, "kwok": "v0.7.0"})
+    with pytest.raises(LabError, match=r"sigs.k8s.io/kwok v0.8.0, versions.yaml pins kwok: v0.7.0"):
+        controlplane.check_pins()
+
+
+def test_gomod_parser_reads_requires_and_replaces(tmp_path):
+    gomod = tmp_path / "go.mod"
+    gomod.write_text("module x\n\nrequire (\n\ta.io/b v1.2.3 // indirect\n\tc.io/d v0.1.0\n)\n"
+                     "require e.io/f v2.0.0\n\nreplace (\n\ta.io/b => a.io/b v1.2.4\n"
+                     "\tg.io/h => ../local\n)\n")
+    got = controlplane._gomod_versions(gomod)
+    assert got == {"a.io/b": "v1.2.4", "c.io/d": "v0.1.0", "e.io/f": "v2.0.0"}
+
+
+def test_default_binary_names_follow_go_build():
+    assert controlplane._default_binary_name("go.etcd.io/etcd/server/v3") == "server"
+    assert controlplane._default_binary_name("k8s.io/kubernetes/cmd/kube-apiserver") == "kube-apiserver"
+    assert controlplane._default_binary_name("volcano.sh/volcano/cmd/scheduler") == "scheduler"
+
+
+def test_go_builds_cover_every_binary_with_version_ldflags():
+    built = {name for spec in controlplane.go_builds() for name in spec.binaries}
+    assert built == set(controlplane.BINARIES)
+    kube = next(s for s in controlplane.go_builds() if s.module == "kube")
+    assert f"-X k8s.io/component-base/version.gitVersion=v{versions.pin('kubernetes').lstrip('v')}" \
+        in kube.ldflags
+    for spec in controlplane.go_builds():
+        assert spec.ldflags, f"{spec.module} has no version ldflags"
+
+
+def test_kwok_stages_never_complete_pods_on_their_own():
+    docs = list(yaml.safe_load_all((controlplane.controlplane_dir() / "config" /
+                                    "kwok-stages.yaml").read_text()))
+    conf = docs[0]
+    assert conf["kind"] == "KwokConfiguration"
+    assert conf["options"]["manageAllNodes"] is False
+    assert conf["options"]["manageNodesWithAnnotationSelector"] == "kwok.x-k8s.io/node=fake"
+    stages = {d["metadata"]["name"]: d for d in docs[1:]}
+    assert set(stages) == {"node-initialize", "node-heartbeat", "pod-ready",
+                           "pod-complete-after-run-for", "pod-delete"}
+    finishing = [n for n, d in stages.items() if "Succeeded" in str(d["spec"]["next"])]
+    assert finishing == ["pod-complete-after-run-for"]
+    keys = [e["key"] for e in stages["pod-complete-after-run-for"]["spec"]["selector"]["matchExpressions"]]
+    assert f'.metadata.annotations["{controlplane.RUN_FOR_ANNOTATION}"]' in keys
+
+
+def test_volcano_scheduler_conf_has_the_default_actions():
+    conf = yaml.safe_load((controlplane.controlplane_dir() / "config" /
+                           "volcano-scheduler.conf").read_text())
+    assert [a.strip() for a in conf["actions"].split(",")] == ["enqueue", "allocate", "backfill"]
+    plugins = [p["name"] for tier in conf["tiers"] for p in tier["plugins"]]
+    assert "gang" in plugins
+    assert "proportion" in plugins
+
+
+def test_fake_node_is_managed_by_kwok_and_has_gpus():
+    node = controlplane.fake_node("n1", gpus=3)
+    assert node["metadata"]["annotations"] == {"kwok.x-k8s.io/node": "fake"}
+    assert node["status"]["capacity"]["example.com/gpu"] == "3"
+    assert node["status"]["allocatable"] == node["status"]["capacity"]
+
+
+def test_ports_follow_the_base_and_reject_nonsense(monkeypatch):
+    monkeypatch.setenv(controlplane.PORT_BASE_ENV, "40000")
+    p = controlplane.ports()
+    assert p["kube-apiserver"] == 40043
+    assert len(set(p.values())) == len(p)
+    monkeypatch.setenv(controlplane.PORT_BASE_ENV, "http")
+    with pytest.raises(LabError, match="must be a number"):
+        controlplane.ports()
+
+
+def _isolated(monkeypatch, tmp_path, base: int) -> None:
+    monkeypatch.setenv("KFLABS_ROOT", str(tmp_path))
+    monkeypatch.setenv(controlplane.PORT_BASE_ENV, str(base))
+
+
+def _free_base() -> int:
+    """A port base whose whole range is free right now."""
+    for base in range(41000, 60000, 200):
+        if all(controlplane.port_free(base + off) for off in controlplane.PORT_OFFSETS.values()):
+            return base
+    pytest.skip("no free port range found")
+    return 0
+
+
+def test_up_reports_a_port_taken_by_another_program(monkeypatch, tmp_path):
+    base = _free_base()
+    _isolated(monkeypatch, tmp_path, base)
+    with socket.socket() as blocker:
+        blocker.bind(("127.0.0.1", base + controlplane.PORT_OFFSETS["kube-apiserver"]))
+        blocker.listen()
+        with pytest.raises(BackendUnavailable) as err:
+            controlplane.up(nodes=0, build_first=False, log=lambda _m: None)
+    msg = str(err.value)
+    assert f"kube-apiserver 127.0.0.1:{base + 43}" in msg
+    assert controlplane.PORT_BASE_ENV in msg
+
+
+def test_a_component_that_dies_reports_its_log_tail_and_port(monkeypatch, tmp_path):
+    base = _free_base()
+    _isolated(monkeypatch, tmp_path, base)
+    monkeypatch.setattr(controlplane, "binaries_present", lambda: True)
+    crash = controlplane.Component(
+        "etcd", [sys.executable, "-c", "print('bind: address already in use'); raise SystemExit(3)"],
+        base + 79, ready=lambda: False, timeout=20)
+    monkeypatch.setattr(controlplane, "_components", lambda *_a: [crash])
+    with pytest.raises(BackendUnavailable) as err:
+        controlplane.up(nodes=0, build_first=False, log=lambda _m: None)
+    msg = str(err.value)
+    assert "etcd exited with status 3" in msg
+    assert f"127.0.0.1:{base + 79}" in msg
+    assert "bind: address already in use" in msg
+    assert controlplane.status() == {}, "a failed start must leave nothing recorded as running"
+
+
+def test_down_is_safe_when_nothing_runs(monkeypatch, tmp_path):
+    _isolated(monkeypatch, tmp_path, _free_base())
+    assert controlplane.down(quiet=True) == []
+    assert controlplane.down(quiet=True) == []
+    assert controlplane.is_up() is False
+
+
+def test_go_missing_is_a_clear_skip_reason(monkeypatch):
+    monkeypatch.setattr(controlplane.shutil, "which", lambda _name: None)
+    with pytest.raises(BackendUnavailable, match=r"Go is not installed.*BACKEND=\"sim\""):
+        controlplane.go_binary()
+    assert controlplane.main(["build", "--if-go"]) == 0
+
+
+def test_manifest_files_keep_the_models_order(tmp_path):
+    (tmp_path / "b").mkdir()
+    for name in ("b/20-x.yaml", "b/10-y.yaml", "a.yml"):
+        (tmp_path / name).write_text("kind: Namespace\n")
+    got = cluster_run.manifest_files([tmp_path / "b", tmp_path / "a.yml"])
+    assert [p.name for p in got] == ["10-y.yaml", "20-x.yaml", "a.yml"]
+    with pytest.raises(LabError, match="no such manifest"):
+        cluster_run.manifest_files([tmp_path / "missing"])
