@@ -268,7 +268,7 @@ def _parse(data: Any, type_name: str, path: str, problems: list[str]) -> Any:
 def semantic_problems(doc: Mapping[str, Any], for_kind: bool = True) -> list[str]:
     """The kit's rules the schema cannot express (names, formats, runtimes, URIs, sizes)."""
     problems: list[str] = []
-    meta = doc.get("metadata") or {}
+    meta = _mapping(doc.get("metadata"))
     name, namespace = meta.get("name"), meta.get("namespace")
     if not isinstance(name, str) or not _DNS1035_LABEL.match(name) or len(name) > 63:
         problems.append(f"metadata.name: {name!r} must be a DNS-1035 label (lower-case letters, "
@@ -276,13 +276,12 @@ def semantic_problems(doc: Mapping[str, Any], for_kind: bool = True) -> list[str
     if not isinstance(namespace, str) or not _DNS1123_LABEL.match(namespace):
         problems.append(f"metadata.namespace: {namespace!r} must be set explicitly to a DNS-1123 "
                         f"label, e.g. {DEFAULT_NAMESPACE!r}")
-    mode = (meta.get("annotations") or {}).get(DEPLOYMENT_MODE_ANNOTATION)
+    mode = _mapping(meta.get("annotations")).get(DEPLOYMENT_MODE_ANNOTATION)
     if mode is not None and mode not in DEPLOYMENT_MODES:
         problems.append(f"metadata.annotations.{DEPLOYMENT_MODE_ANNOTATION}: {mode!r}, expected "
                         f"one of {list(DEPLOYMENT_MODES)}")
-    predictor = (doc.get("spec") or {}).get("predictor") or {}
-    if not isinstance(predictor, dict):
-        return problems  # the schema layer already reported it
+    # Wrongly typed parts were reported by the schema layer; read them as empty here.
+    predictor = _mapping(_mapping(doc.get("spec")).get("predictor"))
     legacy = [k for k in ("xgboost", "onnx", "sklearn", "triton") if k in predictor]
     if legacy and "model" not in predictor:
         problems.append(f"spec.predictor.{legacy[0]}: the per-framework form is deprecated; use "
@@ -292,7 +291,7 @@ def semantic_problems(doc: Mapping[str, Any], for_kind: bool = True) -> list[str
     if not isinstance(model, dict):
         problems.append("spec.predictor.model: missing (modelFormat, storageUri, runtime)")
         return problems
-    fmt = (model.get("modelFormat") or {}).get("name")
+    fmt = _mapping(model.get("modelFormat")).get("name")
     if fmt not in MODEL_FORMATS:
         problems.append(f"spec.predictor.model.modelFormat.name: {fmt!r}, expected one of "
                         f"{list(MODEL_FORMATS)}")
@@ -318,8 +317,12 @@ def semantic_problems(doc: Mapping[str, Any], for_kind: bool = True) -> list[str
         problems.append("spec.predictor.model.storageUri: missing, e.g. pvc://model-store/iris/")
     else:
         problems += [f"spec.predictor.model.storageUri: {p}" for p in _check_storage_uri(uri)]
-    problems += _check_resources(model.get("resources") or {}, for_kind)
+    problems += _check_resources(_mapping(model.get("resources")), for_kind)
     return problems
+
+
+def _mapping(value: Any) -> dict:
+    return value if isinstance(value, dict) else {}
 
 
 def _check_storage_uri(uri: Any) -> list[str]:
@@ -343,7 +346,7 @@ def _check_storage_uri(uri: Any) -> list[str]:
         if not parsed.netloc:
             return [f"{uri!r}: expected {scheme}://<host>/<path>"]
     elif scheme == "file":
-        if not parsed.path.startswith("/"):
+        if parsed.netloc or not parsed.path.startswith("/"):
             return [f"{uri!r}: expected file:///absolute/path"]
     elif scheme in ("hf", "oci"):
         if not parsed.netloc or not parsed.path.strip("/"):
@@ -360,7 +363,7 @@ def _check_resources(resources: Any, for_kind: bool) -> list[str]:
     problems: list[str] = []
     parsed: dict[str, dict[str, Any]] = {}
     for section in ("requests", "limits"):
-        for key, value in (resources.get(section) or {}).items():
+        for key, value in _mapping(resources.get(section)).items():
             try:
                 parsed.setdefault(section, {})[key] = parse_quantity(value)
             except ValueError:
