@@ -193,6 +193,22 @@ class Manifests:
         """All Queues in apply order."""
         return [q for s in self.steps for q in s.queues]
 
+    def select(self, keep) -> Manifests:
+        """A copy keeping only workloads (and their PodGroups) whose name satisfies ``keep``.
+
+        Queues, Services and PriorityClasses are kept. Example:
+        ``m.select(lambda name: name.startswith("team-b"))``.
+        """
+        steps = []
+        for s in self.steps:
+            steps.append(ApplyStep(
+                source=s.source, jobs=[j for j in s.jobs if keep(j.name)],
+                podgroups=[g for g in s.podgroups if keep(g.name)], queues=list(s.queues),
+                services=list(s.services), namespaces=list(s.namespaces),
+                priority_classes=dict(s.priority_classes),
+                bare_pods=[p for p in s.bare_pods if keep(p.job)]))
+        return Manifests(steps)
+
     def needs_volcano(self) -> list[str]:
         """Sources of objects that only exist once Volcano is installed (CRDs, schedulerName)."""
         out = [g.source for g in self.podgroups] + [q.source for q in self.queues]
@@ -651,6 +667,18 @@ class SchedulingResult:
         data["jobs"] = {k: JobResult(**v) for k, v in data["jobs"].items()}
         data["podgroups"] = {k: PodGroupResult(**v) for k, v in data["podgroups"].items()}
         return cls(**data)
+
+    def bound_by_queue(self, t: float) -> dict[str, int]:
+        """Pods holding a node at time ``t``, counted per Volcano queue of their job."""
+        out: dict[str, int] = {}
+        for pod in self.pods.values():
+            start, stop = pod["bound_at"], pod["finished_at"]
+            if start is None or start > t or (stop is not None and stop <= t):
+                continue
+            queue = self.jobs[pod["job"]].queue if pod["job"] in self.jobs else None
+            if queue is not None:
+                out[queue] = out.get(queue, 0) + 1
+        return out
 
     def summary(self) -> str:
         """A readable multi-line summary (what the CLI prints)."""
