@@ -7,13 +7,15 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 BUILD  := build
 
-.PHONY: help setup run test bench jupyter clean lock lint controlplane-build controlplane-up controlplane-down cluster-up cluster-down
+.PHONY: help setup run test bench jupyter clean lock lint student grade controlplane-build controlplane-up controlplane-down cluster-up cluster-down
 
 help:
 	@echo "make run      set up .venv, then run every lab headless on the embedded default"
 	@echo "make test     set up .venv, then run the whole test suite"
 	@echo "make bench    measure speed and memory into build/bench.json"
 	@echo "make jupyter  JupyterLab on labs/, bound to 127.0.0.1"
+	@echo "make student  student copies of the labs (solutions cleared) into build/student/"
+	@echo "make grade NB=path  grade a submitted notebook with nbval: per-exercise table + score"
 	@echo "make controlplane-up    build (or reuse) and start the Docker-less control plane (BACKEND=kwok)"
 	@echo "make controlplane-down  stop it (safe to run twice)"
 	@echo "make cluster-up    create (or reuse) the kind cluster with Volcano, KServe and the Training Operator (BACKEND=kind)"
@@ -42,6 +44,14 @@ bench: $(STAMP)
 
 jupyter: $(STAMP)
 	@$(VENV)/bin/jupyter lab --ip=127.0.0.1 --no-browser --notebook-dir=labs $(if $(filter 0,$(shell id -u)),--allow-root,)
+
+# Student copies: nbgrader's preprocessors clear the solutions and lock the check cells.
+student: $(STAMP)
+	@$(PY) -m helpers.grading student --out $(BUILD)/student
+
+# Grade one submission: `make grade NB=build/student/00_setup.ipynb` (nbval, per-exercise table).
+grade: $(STAMP)
+	@$(PY) -m helpers.grading grade $(if $(NB),"$(NB)",) $(if $(JSON),--json "$(JSON)",)
 
 lint: $(STAMP)
 	@$(VENV)/bin/ruff check helpers tests labs
