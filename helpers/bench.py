@@ -29,6 +29,7 @@ SECTIONS: dict[str, str] = {
     "tests": "helpers.bench:bench_tests",
     "controlplane": "helpers.controlplane:bench",
     "models": "helpers.serialization:bench",
+    "serving": "helpers.serving.bench:run",
 }
 
 

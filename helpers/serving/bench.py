@@ -1,0 +1,174 @@
+"""Latency, throughput, start-up and memory of the local KServe model server.
+
+:func:`measure_latency` and :func:`plot_latency` serve lab 05; :func:`run` is the
+``serving`` section of ``make bench`` (build/bench.json). Figures are measured and
+reported against the kit's targets, never asserted in tests:
+
+- 1,000 sequential single-row requests: p50 <= 5 ms, p99 <= 15 ms, for V1 and V2;
+- one 1,000-row batch <= 25 ms;
+- >= 300 requests/s from 8 concurrent clients;
+- start to ready <= 5 s; resident memory recorded.
+"""
+
+from __future__ import annotations
+
+import os
+import statistics
+import tempfile
+import threading
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+from matplotlib.figure import Figure
+
+from helpers.serving.client import Endpoint
+
+TARGETS = {"p50_ms": 5.0, "p99_ms": 15.0, "batch_1000_ms": 25.0, "concurrent_rps": 300.0,
+           "startup_s": 5.0}
+
+
+def percentile(samples: Sequence[float], q: float) -> float:
+    """The ``q``-th percentile (0-100) of ``samples`` (linear interpolation)."""
+    return float(np.percentile(np.asarray(samples, dtype=float), q))
+
+
+def measure_latency(endpoint: Endpoint, rows: Sequence[Sequence[float]] | np.ndarray,
+                    n: int = 1000, protocol: str = "v1", warmup: int = 20) -> dict[str, Any]:
+    """Time ``n`` sequential requests of ``rows`` over ``protocol``, client side.
+
+    Args:
+        endpoint: the client (its session keeps the connection alive, as a real app would).
+        rows: the rows sent in every request.
+        n: timed requests.
+        protocol: ``"v1"`` or ``"v2"``.
+        warmup: untimed requests first (connection set-up, first-call costs).
+
+    Returns:
+        ``{"protocol", "n", "rows", "p50_ms", "p90_ms", "p99_ms", "mean_ms", "max_ms",
+        "samples_ms"}``.
+    """
+    for _ in range(warmup):
+        endpoint.predict(rows, protocol)
+    samples = []
+    for _ in range(n):
+        start = time.perf_counter()
+        endpoint.predict(rows, protocol)
+        samples.append((time.perf_counter() - start) * 1000)
+    return {"protocol": protocol, "n": n, "rows": len(rows),
+            "p50_ms": round(percentile(samples, 50), 3), "p90_ms": round(percentile(samples, 90), 3),
+            "p99_ms": round(percentile(samples, 99), 3),
+            "mean_ms": round(statistics.fmean(samples), 3), "max_ms": round(max(samples), 3),
+            "samples_ms": [round(s, 4) for s in samples]}
+
+
+def measure_throughput(base_url: str, model_name: str, rows: Sequence[Sequence[float]], *,
+                       clients: int = 8, requests_per_client: int = 200,
+                       protocol: str = "v1") -> dict[str, Any]:
+    """Requests per second with ``clients`` threads, each with its own keep-alive session.
+
+    Returns:
+        ``{"clients", "requests", "seconds", "rps", "errors"}``.
+    """
+    errors: list[str] = []
+    barrier = threading.Barrier(clients + 1)
+
+    def worker() -> None:
+        ep = Endpoint(base_url, model_name)
+        try:
+            ep.predict(rows, protocol)  # connect before the clock starts
+            barrier.wait()
+            for _ in range(requests_per_client):
+                ep.predict(rows, protocol)
+        except Exception as exc:  # noqa: BLE001 - recorded and reported, not swallowed
+            errors.append(f"{type(exc).__name__}: {exc}")
+        finally:
+            ep.close()
+
+    threads = [threading.Thread(target=worker, daemon=True) for _ in range(clients)]
+    for t in threads:
+        t.start()
+    barrier.wait()
+    start = time.perf_counter()
+    for t in threads:
+        t.join()
+    seconds = time.perf_counter() - start
+    total = clients * requests_per_client
+    return {"clients": clients, "requests": total, "seconds": round(seconds, 3),
+            "rps": round(total / seconds, 1), "errors": errors[:3]}
+
+
+def latency_table(results: Sequence[dict[str, Any]]) -> str:
+    """A Markdown table of latency summaries (one row per protocol/batch)."""
+    lines = ["| protocol | rows/request | requests | p50 ms | p90 ms | p99 ms | max ms |",
+             "|---|---|---|---|---|---|---|"]
+    for r in results:
+        lines.append(f"| {r['protocol']} | {r['rows']} | {r['n']} | {r['p50_ms']:.2f} | "
+                     f"{r['p90_ms']:.2f} | {r['p99_ms']:.2f} | {r['max_ms']:.2f} |")
+    return "\n".join(lines)
+
+
+def plot_latency(results: Sequence[dict[str, Any]], p50_target: float = TARGETS["p50_ms"],
+                 p99_target: float = TARGETS["p99_ms"]) -> Figure:
+    """Latency distributions per protocol (histogram, log x) with the p50/p99 targets."""
+    fig = Figure(figsize=(8, 3.2))
+    ax = fig.subplots()
+    upper = max(max(r["samples_ms"]) for r in results)
+    bins = np.logspace(np.log10(max(0.1, min(min(r["samples_ms"]) for r in results))),
+                       np.log10(max(upper, p99_target) * 1.1), 40)
+    for r in results:
+        ax.hist(r["samples_ms"], bins=bins, alpha=0.55,
+                label=f"{r['protocol']} ({r['rows']} row): p50 {r['p50_ms']:.1f}, "
+                      f"p99 {r['p99_ms']:.1f} ms")
+    for value, style, name in ((p50_target, "--", "p50 target"), (p99_target, ":", "p99 target")):
+        ax.axvline(value, color="black", linestyle=style, linewidth=1, label=name)
+    ax.set_xscale("log")
+    ax.set_xlabel("round-trip latency per request, ms (log scale)")
+    ax.set_ylabel("requests")
+    ax.set_title("KServe model server on 127.0.0.1: sequential requests")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def run() -> dict[str, Any]:
+    """``make bench`` section: train, serve, and measure against :data:`TARGETS`."""
+    from helpers import training
+    from helpers.serving.local import LocalServer
+
+    row = [[6.8, 2.8, 4.8, 1.4]]
+    with tempfile.TemporaryDirectory(prefix="bench-serving-") as tmp:
+        result = training.train(seed=42)
+        model_dir = training.save_model(result.model, tmp, name="iris", fmt="json").parent
+        batch = np.tile(result.X_test, (1000 // len(result.X_test) + 1, 1))[:1000].tolist()
+        with LocalServer(model_dir, "iris", access_log=False) as server:
+            ep = server.endpoint()
+            v1 = measure_latency(ep, row, 1000, "v1")
+            v2 = measure_latency(ep, row, 1000, "v2")
+            batch_v1 = measure_latency(ep, batch, 50, "v1", warmup=5)
+            batch_v2 = measure_latency(ep, batch, 50, "v2", warmup=5)
+            conc = measure_throughput(server.url, "iris", row, clients=8,
+                                      requests_per_client=250)
+            rss = server.rss_bytes()
+            startup = server.startup_seconds
+            ep.close()
+    figures = {
+        "startup_s": round(startup, 2),
+        "v1_single_row": {k: v for k, v in v1.items() if k != "samples_ms"},
+        "v2_single_row": {k: v for k, v in v2.items() if k != "samples_ms"},
+        "v1_batch_1000_ms": {"p50": batch_v1["p50_ms"], "p99": batch_v1["p99_ms"]},
+        "v2_batch_1000_ms": {"p50": batch_v2["p50_ms"], "p99": batch_v2["p99_ms"]},
+        "concurrent_8_clients": conc,
+        "server_rss_mb": round(rss / 2**20, 1),
+        "cpus": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
+        "targets": TARGETS,
+    }
+    figures["met"] = {
+        "v1_p50": v1["p50_ms"] <= TARGETS["p50_ms"], "v1_p99": v1["p99_ms"] <= TARGETS["p99_ms"],
+        "v2_p50": v2["p50_ms"] <= TARGETS["p50_ms"], "v2_p99": v2["p99_ms"] <= TARGETS["p99_ms"],
+        "batch_1000": max(batch_v1["p50_ms"], batch_v2["p50_ms"]) <= TARGETS["batch_1000_ms"],
+        "concurrent_rps": conc["rps"] >= TARGETS["concurrent_rps"],
+        "startup": startup <= TARGETS["startup_s"],
+    }
+    return figures
