@@ -1,0 +1,115 @@
+"""Scenario tests (gridlock under default, none under Volcano), the CLI, explorer and plots."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import matplotlib
+import pytest
+
+from helpers import paths, scheduling
+from helpers.errors import BackendUnavailable, LabError
+from helpers.scheduling import __main__ as cli
+from helpers.scheduling import explorer, plots, training_operator
+
+matplotlib.use("Agg")
+SCHED = paths.manifests_dir("scheduling")
+
+
+def test_chapter_case_gridlocks_default_not_volcano():
+    d = scheduling.run_scenario("chapter", "default")
+    v = scheduling.run_scenario("chapter", "volcano")
+    assert d.gridlocked and d.jobs["train-big"].bound == 3 and d.jobs["train-small"].state == "pending"
+    assert not v.gridlocked and v.jobs["train-big"].bound == 0 and v.jobs["train-small"].state == "completed"
+    assert d.metrics["waste_gpu_seconds"] > 10_000 > v.metrics["waste_gpu_seconds"]
+
+
+@pytest.mark.parametrize("variant", ["default", "default-pods"])
+def test_two_jobs_gridlock_under_default(variant):
+    r = scheduling.run_scenario("two-jobs", variant)
+    assert r.gridlocked and r.metrics["jobs_completed"] == 0
+    assert sorted(j.bound for j in r.jobs.values()) == [3, 3]
+
+
+@pytest.mark.parametrize("variant", ["volcano", "volcano-job"])
+def test_two_jobs_never_gridlock_under_volcano(variant):
+    for seed in range(3):
+        r = scheduling.run_scenario("two-jobs", variant, seed=seed)
+        assert not r.gridlocked and r.metrics["jobs_completed"] == 2
+        assert all(g.phase == "Completed" for g in r.podgroups.values())
+
+
+def test_result_round_trips_through_json():
+    r = scheduling.run_scenario("two-jobs", "volcano")
+    data = json.loads(json.dumps(r.to_dict()))
+    assert set(data) >= {"backend", "scheduler", "gridlocked", "jobs", "podgroups", "metrics", "events"}
+    assert set(data["metrics"]) >= {"jobs_completed", "makespan", "waste", "utilisation", "waste_gpu_seconds"}
+    assert scheduling.SchedulingResult.from_dict(data).to_dict() == data
+
+
+def test_cluster_backend_dispatch_and_unknown_names():
+    with pytest.raises(BackendUnavailable, match="unknown backend"):
+        scheduling.run_scenario("chapter", "default", "minikube")
+    with pytest.raises(LabError, match="unknown scenario"):
+        scheduling.run_scenario("nope")
+    with pytest.raises(LabError, match="no 'volcano-job' variant"):
+        scheduling.run_scenario("chapter", "volcano-job")
+
+
+def test_cli_summary_json_and_errors(capsys):
+    args = ["--manifests", str(SCHED / "namespace.yaml"), str(SCHED / "two-jobs/volcano"),
+            "--nodes", "3", "--node-gpus", "2", "--scheduler", "volcano"]
+    assert cli.main(args) == 0
+    assert "gridlocked=False" in capsys.readouterr().out
+    assert cli.main([*args, "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["gridlocked"] is False and data["jobs"]["train-a"]["state"] == "completed"
+    with pytest.raises(SystemExit) as exc:
+        cli.main([*args[:-1], "default"])
+    assert exc.value.code == 2 and "Volcano is installed" in capsys.readouterr().err
+
+
+def test_cli_runs_as_module_with_node_resources():
+    proc = subprocess.run([sys.executable, "-m", "helpers.scheduling", "--manifests",
+                           str(SCHED / "two-jobs/default"), "--nodes", "3", "--node-gpus", "2",
+                           "--node-cpu", "8", "--node-memory", "16Gi", "--scheduler", "default",
+                           "--json"], capture_output=True, text=True, check=False)
+    assert proc.returncode == 0, proc.stderr
+    data = json.loads(proc.stdout)
+    assert data["gridlocked"] is True
+    assert data["nodes"]["node-0"]["allocatable"]["cpu"] == 8000
+    bad = subprocess.run([sys.executable, "-m", "helpers.scheduling", "--manifests", "/nonexistent",
+                          "--nodes", "1", "--node-gpus", "1", "--scheduler", "default"],
+                         capture_output=True, text=True, check=False)
+    assert bad.returncode == 2 and "no such manifest" in bad.stderr
+
+
+def test_explorer_orders_and_widget_builds():
+    assert explorer.explore(order="interleaved", scheduler="default").gridlocked
+    assert not explorer.explore(order="A first", scheduler="default").gridlocked
+    assert not explorer.explore(order="interleaved", scheduler="volcano").gridlocked
+    with pytest.raises(LabError):
+        explorer.two_jobs(0, 1, "interleaved", "default")
+    widget = explorer.explorer()
+    assert len(widget.children) == 5
+
+
+def test_plots_render_headless():
+    d = scheduling.run_scenario("two-jobs", "default")
+    fig = plots.compare({"default": d, "volcano": scheduling.run_scenario("two-jobs", "volcano")})
+    assert len(fig.axes) >= 4
+    ax = plots.gantt(d.to_dict()).axes[0]
+    assert len(ax.get_yticklabels()) == 6  # 3 nodes x 2 GPU lanes
+    assert "GRIDLOCKED" in ax.get_title()
+
+
+def test_training_operator_patch_targets_the_deployment_template():
+    patch = training_operator.gang_scheduler_patch()
+    assert patch == [{"op": "add", "path": "/spec/template/spec/containers/0/command/1",
+                      "value": "--gang-scheduler-name=volcano"}]
+    pg = training_operator.operator_podgroup(training_operator.xgboost_job(workers=3))
+    assert pg["spec"]["minMember"] == 4 and pg["spec"]["minResources"]["cpu"] == "2000m"
+    with pytest.raises(LabError):
+        training_operator.apply_json_patch({"spec": {}}, patch)
