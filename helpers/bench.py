@@ -30,6 +30,7 @@ SECTIONS: dict[str, str] = {
     "controlplane": "helpers.controlplane:bench",
     "models": "helpers.serialization:bench",
     "serving": "helpers.serving.bench:run",
+    "scheduling": "helpers.scheduling.bench:run",
 }
 
 
