@@ -1,0 +1,298 @@
+"""Static checks of every manifest and rendered object, with no cluster and no Docker.
+
+* Core Kubernetes objects validate against the Kubernetes JSON schemas of the pinned minor
+  (kubernetes-validate, strict: unknown fields are errors).
+* Volcano, KServe and Training Operator objects validate against the CRD schemas those
+  projects publish, taken at test time from their Go modules at the pinned versions (the
+  module proxy, through ``helpers.controlplane.module_dir``); nothing upstream is committed.
+  Without Go (or the proxy) these tests skip and say why.
+* The kind config is checked against the pins in ``cluster/versions.yaml``.
+"""
+
+from __future__ import annotations
+
+import copy
+import re
+
+import jsonschema
+import kubernetes_validate
+import pytest
+import yaml
+from packaging.version import Version
+
+from helpers import backend, cluster, paths, versions
+from helpers.errors import BackendUnavailable
+
+KIND_CONFIG = paths.cluster_dir() / "kind" / "kind-config.yaml"
+#: Tool configuration, not API objects (kind's config, kwok's stages, scheduler config).
+TOOL_CONFIG_GROUPS = ("kind.x-k8s.io/", "config.kwok.x-k8s.io/", "kwok.x-k8s.io/")
+#: Where each upstream project's CRDs live inside its Go module.
+CRD_SOURCES = {
+    "volcano": ("volcano.sh/volcano", "config/crd/volcano/bases"),
+    "kserve": ("github.com/kserve/kserve", "config/crd/full"),
+    "training_operator": ("github.com/kubeflow/training-operator", "manifests/base/crds"),
+}
+
+
+# --------------------------------------------------------------------------- the manifests
+def manifest_documents() -> list[tuple[str, dict]]:
+    """Every Kubernetes object under cluster/ (manifests, kind and control-plane configs)."""
+    docs = []
+    for path in sorted(paths.cluster_dir().rglob("*.y*ml")):
+        rel = path.relative_to(paths.ROOT)
+        if any(part.startswith(".") for part in rel.parts) or path.name == "versions.yaml":
+            continue
+        for i, doc in enumerate(yaml.safe_load_all(path.read_text())):
+            if isinstance(doc, dict) and "apiVersion" in doc and "kind" in doc and not str(
+                    doc["apiVersion"]).startswith(TOOL_CONFIG_GROUPS):
+                docs.append((f"{rel}#{i}", doc))
+    return docs
+
+
+def rendered_objects() -> list[tuple[str, dict]]:
+    """Objects the helpers build at run time, as the cluster will receive them."""
+    from helpers.serving import isvc
+
+    job = cluster.training_job_manifest("kflabs-train:0123456789ab", seed=7, fmt="ubj",
+                                        model_name="iris", n_estimators=5)
+    return [
+        ("cluster.training_job_manifest", job),
+        ("cluster.model_pvc_manifest", cluster.model_pvc_manifest()),
+        ("cluster Volcano webhook probe", cluster._VOLCANO_PROBE),
+        ("isvc.default_manifest", isvc.default_manifest()),
+        ("isvc v1 manifest", isvc.inference_service("iris-v1", isvc.pvc_uri("model-store", "iris"),
+                                                    protocol_version="v1")),
+    ]
+
+
+def is_core(doc: dict) -> bool:
+    """Kinds served by Kubernetes itself (validated with its own schemas)."""
+    group = doc["apiVersion"].split("/")[0] if "/" in doc["apiVersion"] else ""
+    return group == "" or "." not in group or group.endswith(".k8s.io")
+
+
+def k8s_schema_version() -> str:
+    """kubernetes-validate's schema set for the pinned Kubernetes minor (e.g. 1.35.0)."""
+    v = Version(versions.pin("kubernetes"))
+    return f"{v.major}.{v.minor}.0"
+
+
+# --------------------------------------------------------------------------- CRD schemas
+def _strict(schema: dict) -> dict:
+    """Turn a CRD's structural schema into a strict one: unknown fields are errors.
+
+    The API server prunes unknown fields silently (or rejects them with strict field
+    validation, as helpers.k8s.apply asks); a typo must fail here too.
+    """
+    schema = copy.deepcopy(schema)
+
+    def walk(node):
+        if isinstance(node, dict):
+            if ("properties" in node and "additionalProperties" not in node
+                    and not node.get("x-kubernetes-preserve-unknown-fields")):
+                node["additionalProperties"] = False
+            for value in node.values():
+                walk(value)
+        elif isinstance(node, list):
+            for value in node:
+                walk(value)
+
+    walk(schema)
+    # metadata is ObjectMeta, checked by the API server itself, not by the CRD schema.
+    if "metadata" in schema.get("properties", {}):
+        schema["properties"]["metadata"] = {"type": "object"}
+    return schema
+
+
+@pytest.fixture(scope="module")
+def crd_schemas() -> dict[tuple[str, str], dict]:
+    """``{(apiVersion, kind): strict openAPIV3Schema}`` from the pinned upstream modules."""
+    from helpers import controlplane
+
+    schemas: dict[tuple[str, str], dict] = {}
+    for pin_name, (module, folder) in CRD_SOURCES.items():
+        try:
+            root = controlplane.module_dir(module, versions.pin(pin_name))
+        except BackendUnavailable as exc:
+            pytest.skip(f"upstream CRDs unavailable (needs Go and the module proxy): {exc}")
+        files = sorted((root / folder).glob("*.yaml"))
+        assert files, f"no CRDs in {module}@{versions.pin(pin_name)}/{folder}"
+        for path in files:
+            # libyaml: the CRDs are megabytes of YAML.
+            for crd in yaml.load_all(path.read_text(), Loader=yaml.CSafeLoader):
+                if not isinstance(crd, dict) or crd.get("kind") != "CustomResourceDefinition":
+                    continue
+                spec = crd["spec"]
+                for ver in spec["versions"]:
+                    schema = (ver.get("schema") or {}).get("openAPIV3Schema")
+                    if schema:
+                        schemas[(f"{spec['group']}/{ver['name']}", spec["names"]["kind"])] = \
+                            _strict(schema)
+    return schemas
+
+
+def crd_errors(schemas: dict, doc: dict) -> list[str]:
+    """Every schema violation of ``doc`` (empty when it is valid)."""
+    key = (doc["apiVersion"], doc["kind"])
+    assert key in schemas, f"no published CRD schema for {key}"
+    validator = jsonschema.Draft7Validator(schemas[key])
+    return [f"{'.'.join(map(str, e.absolute_path)) or '<root>'}: {e.message}"
+            for e in validator.iter_errors(doc)]
+
+
+# --------------------------------------------------------------------------- tests: kind
+def test_kind_config_is_one_control_plane_and_three_workers_on_the_pinned_image():
+    config = yaml.safe_load(KIND_CONFIG.read_text())
+    assert config["kind"] == "Cluster" and config["apiVersion"] == "kind.x-k8s.io/v1alpha4"
+    assert config["name"] == backend.KIND_CLUSTER_NAME
+    roles = [n["role"] for n in config["nodes"]]
+    assert roles == ["control-plane", "worker", "worker", "worker"]
+    pin = versions.pin("kind_node_image")
+    assert {n["image"] for n in config["nodes"]} == {pin}, "kind-config drifted from versions.yaml"
+    workers = [n for n in config["nodes"] if n["role"] == "worker"]
+    assert all(n["labels"][cluster.FAKE_GPU_LABEL] == "true" for n in workers)
+
+
+def test_node_image_is_pinned_by_digest_inside_volcano_and_kserve_ranges():
+    image = versions.pin("kind_node_image")
+    match = re.fullmatch(r"kindest/node:v(\d+\.\d+\.\d+)@sha256:[0-9a-f]{64}", image)
+    assert match, f"node image {image!r} must be kindest/node:vX.Y.Z@sha256:<64 hex>"
+    k8s = Version(match.group(1))
+    # Volcano v1.15 supports Kubernetes 1.24-1.35; KServe's Standard mode needs >= 1.32.
+    assert Version("1.32") <= k8s < Version("1.36"), k8s
+    assert (k8s.major, k8s.minor) == (Version(versions.pin("kubernetes")).major,
+                                      Version(versions.pin("kubernetes")).minor)
+    assert re.fullmatch(r"v\d+\.\d+\.\d+", versions.pin("kind"))
+
+
+def test_training_namespace_and_pvc_match_the_serving_builder():
+    from helpers.serving import isvc
+
+    pvc = cluster.model_pvc_manifest()
+    assert pvc["metadata"]["namespace"] == isvc.DEFAULT_NAMESPACE == cluster.MODEL_NAMESPACE
+    uri = isvc.default_manifest()["spec"]["predictor"]["model"]["storageUri"]
+    assert uri.startswith(f"pvc://{pvc['metadata']['name']}/"), uri
+    job = cluster.training_job_manifest("img:1")
+    assert job["metadata"]["namespace"] == cluster.MODEL_NAMESPACE
+
+
+def test_training_job_is_gang_scheduled_through_the_operator_not_the_manifest():
+    job = cluster.training_job_manifest("kflabs-train:abc", seed=3, fmt="json")
+    specs = job["spec"]["xgbReplicaSpecs"]
+    assert specs["Master"]["replicas"] == 1 and specs["Worker"]["replicas"] == 3
+    total = sum(s["replicas"] for s in specs.values())
+    assert job["spec"]["runPolicy"]["schedulingPolicy"]["minAvailable"] == total
+    for role, spec in specs.items():
+        pod = spec["template"]["spec"]
+        # The operator (--gang-scheduler-name=volcano) sets schedulerName; the manifest must not.
+        assert "schedulerName" not in pod, role
+        (container,) = pod["containers"]
+        assert container["name"] == "xgboost"
+        assert container["image"] == "kflabs-train:abc"
+        assert container["imagePullPolicy"] == "Never"
+        assert container["command"] == ["python", "-m", "helpers.train"]
+        assert container["args"][:4] == ["--output-dir", "/mnt/models", "--seed", "3"]
+    master_volumes = specs["Master"]["template"]["spec"]["volumes"]
+    assert master_volumes == [{"name": "model-store",
+                               "persistentVolumeClaim": {"claimName": cluster.MODEL_PVC}}]
+    assert "emptyDir" in specs["Worker"]["template"]["spec"]["volumes"][0]
+
+
+def test_training_job_arguments_are_what_helpers_train_accepts():
+    from helpers import train
+
+    job = cluster.training_job_manifest("img:1", seed=11, fmt="ubj", model_name="iris",
+                                        n_estimators=4)
+    args = job["spec"]["xgbReplicaSpecs"]["Master"]["template"]["spec"]["containers"][0]["args"]
+    parsed = train.build_parser().parse_args(args)
+    assert (parsed.output_dir, parsed.seed, parsed.fmt, parsed.name, parsed.n_estimators) == (
+        "/mnt/models", 11, "ubj", "iris", 4)
+
+
+@pytest.mark.parametrize("kwargs, needle", [
+    ({"fmt": "pickle"}, "format"),
+    ({"model_name": "Iris_Model"}, "DNS-1123"),
+    ({"seed": "42"}, "seed"),
+])
+def test_training_job_rejects_bad_parameters(kwargs, needle):
+    from helpers.errors import ManifestError
+
+    with pytest.raises(ManifestError, match=needle):
+        cluster.training_job_manifest("img:1", **kwargs)
+
+
+def test_training_dockerfile_installs_from_the_lock_and_runs_the_kit_code():
+    text = (paths.cluster_dir() / "kind" / "train.Dockerfile").read_text()
+    assert "FROM ${PYTHON_IMAGE}" in text and "ARG PYTHON_IMAGE" in text
+    assert "-c /tmp/requirements.lock" in text
+    lock = (paths.ROOT / "requirements.lock").read_text()
+    for package in ("xgboost-cpu", "scikit-learn", "numpy", "matplotlib"):
+        assert package in text
+        assert re.search(rf"^{re.escape(package)}==", lock, re.M), f"{package} not in the lock"
+    assert "python -m helpers.train" in text
+
+
+# --------------------------------------------------------------------------- tests: core schemas
+def test_core_objects_validate_against_the_pinned_kubernetes_schemas():
+    docs = [(s, d) for s, d in manifest_documents() + rendered_objects() if is_core(d)]
+    assert any(d["kind"] == "PersistentVolumeClaim" for _, d in docs)
+    failures = []
+    for source, doc in docs:
+        try:
+            kubernetes_validate.validate(doc, k8s_schema_version(), strict=True)
+        except kubernetes_validate.ValidationError as exc:
+            failures.append(f"{source}: {exc.message} at {'.'.join(map(str, exc.path))}")
+        except kubernetes_validate.SchemaNotFoundError as exc:
+            failures.append(f"{source}: no schema for {doc['apiVersion']} {doc['kind']}: {exc}")
+    print(f"validated {len(docs)} core objects against Kubernetes {k8s_schema_version()}")
+    assert not failures, "\n".join(failures)
+
+
+def test_core_validation_catches_a_typo():
+    pvc = cluster.model_pvc_manifest()
+    bad = copy.deepcopy(pvc)
+    bad["spec"]["accesModes"] = bad["spec"].pop("accessModes")
+    kubernetes_validate.validate(pvc, k8s_schema_version(), strict=True)
+    with pytest.raises(kubernetes_validate.ValidationError):
+        kubernetes_validate.validate(bad, k8s_schema_version(), strict=True)
+
+
+# --------------------------------------------------------------------------- tests: CRD schemas
+def test_custom_objects_validate_against_the_published_crds(crd_schemas):
+    docs = [(s, d) for s, d in manifest_documents() + rendered_objects() if not is_core(d)]
+    kinds = {d["kind"] for _, d in docs}
+    assert {"XGBoostJob", "InferenceService"} <= kinds, kinds
+    failures = [f"{source}: {err}" for source, doc in docs for err in crd_errors(crd_schemas, doc)]
+    print(f"validated {len(docs)} custom objects of kinds {sorted(kinds)}")
+    assert not failures, "\n".join(failures)
+
+
+@pytest.mark.parametrize("mutate, where", [
+    (lambda j: j["spec"].update(xgbReplicaSpec=j["spec"].pop("xgbReplicaSpecs")), "spec"),
+    (lambda j: j["spec"]["xgbReplicaSpecs"]["Worker"].update(replicas="three"), "replicas"),
+    (lambda j: j["spec"]["xgbReplicaSpecs"]["Master"]["template"]["spec"]["containers"][0]
+     .update(imagePullPolicy=None, imagePulPolicy="Never"), "containers"),
+])
+def test_crd_validation_catches_broken_training_jobs(crd_schemas, mutate, where):
+    job = cluster.training_job_manifest("img:1")
+    assert crd_errors(crd_schemas, job) == []
+    mutate(job)
+    errors = crd_errors(crd_schemas, job)
+    assert errors and any(where in e for e in errors), errors
+
+
+def test_volcano_probe_and_podgroups_validate(crd_schemas):
+    assert crd_errors(crd_schemas, cluster._VOLCANO_PROBE) == []
+    pg = {"apiVersion": "scheduling.volcano.sh/v1beta1", "kind": "PodGroup",
+          "metadata": {"name": "x"}, "spec": {"minMember": "four"}}
+    assert any("minMember" in e for e in crd_errors(crd_schemas, pg))
+
+
+def test_crd_schemas_come_from_the_pinned_modules_not_the_repo(crd_schemas):
+    committed = [p for p in paths.cluster_dir().rglob("*.yaml")
+                 if not any(part.startswith(".") for part in p.relative_to(paths.ROOT).parts)
+                 and "CustomResourceDefinition" in p.read_text()]
+    assert committed == [], f"upstream CRDs must not be committed: {committed}"
+    assert ("kubeflow.org/v1", "XGBoostJob") in crd_schemas
+    assert ("serving.kserve.io/v1beta1", "InferenceService") in crd_schemas
+    assert ("batch.volcano.sh/v1alpha1", "Job") in crd_schemas
