@@ -145,9 +145,12 @@ def run(args: Sequence[str], *, input_text: str | None = None, timeout: float = 
         CommandFailed: it exited non-zero (with ``check``) or ran past ``timeout``.
     """
     args = [str(a) for a in args]
+    # No input: stdin is /dev/null, so a tool can never sit waiting for a prompt's answer.
+    feed: dict[str, Any] = ({"input": input_text} if input_text is not None
+                            else {"stdin": subprocess.DEVNULL})
     try:
-        proc = subprocess.run(args, input=input_text, capture_output=True, text=True,
-                              timeout=timeout, check=False)
+        proc = subprocess.run(args, capture_output=True, text=True, timeout=timeout,
+                              check=False, **feed)
     except FileNotFoundError:
         tool = Path(args[0]).name
         raise BackendUnavailable(f"{tool} not found: {_fix(tool)}; "

@@ -1,0 +1,495 @@
+"""helpers.cluster's kind/kubectl/docker command lines, against fake executables on PATH.
+
+kind cannot run here, so each fake records its argument list (and standard input) and
+answers from a small rule table: first matching rule wins; a rule with ``times`` answers
+that many calls, then lets later rules answer. The tests assert the exact commands a
+learner's laptop would run, and the failure paths: missing tools, a stopped Docker daemon,
+webhooks refusing connections right after an install, waits that run out.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from helpers import cluster, versions
+from helpers.errors import BackendUnavailable, LabError
+
+CTX = ["--context", cluster.CONTEXT]
+
+FAKE = textwrap.dedent("""\
+    #!{python}
+    import json, os, sys, time
+    tool = os.path.basename(sys.argv[0])
+    argv = sys.argv[1:]
+    stdin = "" if sys.stdin is None or sys.stdin.isatty() else sys.stdin.read()
+    state = os.environ["FAKE_STATE"]
+    with open(os.path.join(state, "calls.jsonl"), "a") as fh:
+        fh.write(json.dumps({{"tool": tool, "argv": argv, "stdin": stdin}}) + "\\n")
+    rules = json.load(open(os.path.join(state, "rules.json")))
+    used_path = os.path.join(state, "used.json")
+    used = json.load(open(used_path)) if os.path.exists(used_path) else {{}}
+    line = " ".join(argv)
+    for i, rule in enumerate(rules):
+        if rule["tool"] != tool or not all(m in line for m in rule.get("match", [])):
+            continue
+        if "times" in rule and used.get(str(i), 0) >= rule["times"]:
+            continue
+        used[str(i)] = used.get(str(i), 0) + 1
+        json.dump(used, open(used_path, "w"))
+        sys.stdout.write(rule.get("stdout", ""))
+        sys.stdout.flush()
+        sys.stderr.write(rule.get("stderr", ""))
+        time.sleep(rule.get("sleep", 0))
+        sys.exit(rule.get("rc", 0))
+    sys.exit(0)
+""")
+
+
+class Fakes:
+    """The fake tools' rule table and call log."""
+
+    def __init__(self, state: Path):
+        self.state = state
+        self.rules: list[dict] = []
+        self._save()
+
+    def _save(self) -> None:
+        (self.state / "rules.json").write_text(json.dumps(self.rules))
+
+    def on(self, tool: str, *match: str, stdout: str = "", stderr: str = "", rc: int = 0,
+           times: int | None = None, sleep: float = 0) -> Fakes:
+        """Answer calls of ``tool`` whose command line contains every ``match`` string."""
+        rule = {"tool": tool, "match": list(match), "stdout": stdout, "stderr": stderr,
+                "rc": rc, "sleep": sleep}
+        if times is not None:
+            rule["times"] = times
+        self.rules.append(rule)
+        self._save()
+        return self
+
+    def calls(self, tool: str | None = None) -> list[dict]:
+        """Every recorded call, in order (optionally of one tool)."""
+        path = self.state / "calls.jsonl"
+        if not path.exists():
+            return []
+        out = [json.loads(line) for line in path.read_text().splitlines()]
+        return [c for c in out if tool is None or c["tool"] == tool]
+
+    def argvs(self, tool: str) -> list[list[str]]:
+        """The argument lists of ``tool``'s calls."""
+        return [c["argv"] for c in self.calls(tool)]
+
+
+@pytest.fixture
+def fakes(tmp_path, monkeypatch) -> Fakes:
+    """Fake docker, kind, kubectl and git, alone on PATH."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    state = tmp_path / "state"
+    state.mkdir()
+    for tool in ("docker", "kind", "kubectl", "git"):
+        exe = bin_dir / tool
+        exe.write_text(FAKE.format(python=sys.executable))
+        exe.chmod(exe.stat().st_mode | stat.S_IXUSR)
+    monkeypatch.setenv("PATH", str(bin_dir))
+    monkeypatch.setenv("FAKE_STATE", str(state))
+    monkeypatch.setenv("KFLABS_ROOT", str(tmp_path / "root"))  # build/ goes under tmp
+    return Fakes(state)
+
+
+def no_sleep(_seconds: float) -> None:
+    """Stand-in for time.sleep in retry loops."""
+
+
+def nodes_json(gpus: dict[str, int] | None = None) -> str:
+    """``kubectl get nodes -o json`` for kind-config.yaml's cluster."""
+    gpus = gpus or {}
+    items = [{"metadata": {"name": "kflabs-control-plane",
+                           "labels": {"node-role.kubernetes.io/control-plane": ""}},
+              "status": {"allocatable": {"cpu": "8"}}}]
+    for name in ("kflabs-worker", "kflabs-worker2", "kflabs-worker3"):
+        alloc = {"cpu": "8"}
+        if name in gpus:
+            alloc[cluster.GPU_RESOURCE] = str(gpus[name])
+        items.append({"metadata": {"name": name, "labels": {cluster.FAKE_GPU_LABEL: "true"}},
+                      "status": {"allocatable": alloc}})
+    return json.dumps({"items": items})
+
+
+# --------------------------------------------------------------------------- missing tools
+def test_missing_tools_are_named_with_their_fix(tmp_path, monkeypatch):
+    monkeypatch.setenv("PATH", str(tmp_path))  # nothing on it
+    with pytest.raises(BackendUnavailable) as err:
+        cluster.require_tools("docker", "kind", "kubectl")
+    msg = str(err.value)
+    for tool in ("docker", "kind", "kubectl"):
+        assert f"{tool}:" in msg
+    assert "docs.docker.com" in msg and versions.pin("kind") in msg
+    assert 'BACKEND="sim"' in msg
+
+
+def test_up_stops_before_doing_anything_when_kind_is_missing(fakes, monkeypatch, tmp_path):
+    (Path(os.environ["PATH"]) / "kind").unlink()
+    with pytest.raises(BackendUnavailable, match="kind"):
+        cluster.up(build_image=False)
+    assert fakes.calls() == []
+
+
+def test_cli_prints_the_fix_and_exits_2(fakes, capsys):
+    (Path(os.environ["PATH"]) / "kubectl").unlink()
+    with pytest.raises(SystemExit) as exit_:
+        cluster.main(["status"])
+    assert exit_.value.code == 2
+    assert "kubectl not found on PATH" in capsys.readouterr().err
+
+
+def test_stopped_docker_daemon_is_a_clear_error(fakes):
+    fakes.on("docker", "info", rc=1, stderr="Cannot connect to the Docker daemon at "
+             "unix:///var/run/docker.sock. Is the docker daemon running?\n")
+    with pytest.raises(BackendUnavailable) as err:
+        cluster.check_docker()
+    assert "Cannot connect to the Docker daemon" in str(err.value)
+    assert "start Docker" in str(err.value)
+
+
+# --------------------------------------------------------------------------- kind lifecycle
+def test_existing_cluster_is_reused(fakes):
+    fakes.on("kind", "get clusters", stdout="other\nkflabs\n")
+    assert cluster.create_cluster() is False
+    assert fakes.argvs("kind") == [["get", "clusters"]]
+
+
+def test_new_cluster_uses_the_pinned_image_and_keeps_the_current_context(fakes):
+    fakes.on("kind", "get clusters", stdout="other\n")
+    fakes.on("kubectl", "config current-context", stdout="work-cluster\n")
+    assert cluster.create_cluster() is True
+    config = str(Path(cluster.paths.cluster_dir()) / "kind" / "kind-config.yaml")
+    assert fakes.argvs("kind")[1] == ["create", "cluster", "--name", "kflabs", "--config", config,
+                                      "--image", versions.pin("kind_node_image"), "--wait", "300s"]
+    assert fakes.argvs("kubectl") == [["config", "current-context"],
+                                      ["config", "use-context", "work-cluster"]]
+
+
+def test_failed_create_reports_kinds_error(fakes):
+    fakes.on("kind", "get clusters", stdout="")
+    fakes.on("kind", "create cluster", rc=1,
+             stderr="ERROR: failed to create cluster: running kind with rootless provider "
+                    "requires cgroup v2\n")
+    with pytest.raises(cluster.CommandFailed) as err:
+        cluster.create_cluster()
+    assert "requires cgroup v2" in str(err.value) and "exit 1" in str(err.value)
+
+
+def test_delete_is_safe_twice(fakes):
+    fakes.on("kind", "get clusters", stdout="kflabs\n", times=1)
+    fakes.on("kind", "get clusters", stdout="")
+    assert cluster.delete_cluster() is True
+    assert cluster.delete_cluster() is False
+    deletes = [a for a in fakes.argvs("kind") if a[0] == "delete"]
+    assert deletes == [["delete", "cluster", "--name", "kflabs"]]
+
+
+def test_kind_version_other_than_the_pin_warns(fakes, capsys):
+    fakes.on("kind", "version", stdout="kind v0.20.0 go1.20 linux/amd64\n")
+    cluster.check_kind_version()
+    assert "not the pinned kind" in capsys.readouterr().out
+
+
+# --------------------------------------------------------------------------- fake GPUs
+def test_fake_gpus_are_json_patched_onto_worker_status_only(fakes):
+    layout = {"kflabs-worker": 3, "kflabs-worker2": 3, "kflabs-worker3": 2}
+    fakes.on("kubectl", "get nodes", stdout=nodes_json(layout))
+    assert cluster.patch_fake_gpus(8, sleep=no_sleep) == layout
+    patches = [a for a in fakes.argvs("kubectl") if "patch" in a]
+    assert len(patches) == 3
+    assert patches[0] == [*CTX, "patch", "node", "kflabs-worker", "--subresource=status",
+                          "--type=json", "-p",
+                          '[{"op": "add", "path": "/status/capacity/example.com~1gpu", '
+                          '"value": "3"}]']
+    assert not any("kflabs-control-plane" in a for a in patches)
+
+
+def test_fake_gpus_not_allocatable_in_time_is_an_error(fakes):
+    fakes.on("kubectl", "get nodes", stdout=nodes_json({}))
+    with pytest.raises(LabError, match="allocatable"):
+        cluster.patch_fake_gpus(8, timeout=0, sleep=no_sleep)
+
+
+def test_cluster_not_from_the_kit_config_has_no_gpu_workers(fakes):
+    fakes.on("kubectl", "get nodes", stdout=json.dumps({"items": [
+        {"metadata": {"name": "kind-control-plane", "labels": {}}}]}))
+    with pytest.raises(LabError, match="kind-config.yaml"):
+        cluster.worker_nodes()
+
+
+@pytest.mark.parametrize("total, expected", [(8, [3, 3, 2]), (6, [2, 2, 2]), (0, [0, 0, 0])])
+def test_gpu_layout_spreads_the_total(total, expected):
+    assert list(cluster.gpu_layout(["a", "b", "c"], total).values()) == expected
+
+
+# --------------------------------------------------------------------------- webhook retries
+def test_webhook_connection_refused_is_retried_then_succeeds(fakes, capsys):
+    refused = ('Error from server (InternalError): Internal error occurred: failed calling '
+               'webhook "mutatejob.volcano.sh": dial tcp 10.96.1.2:443: connect: connection '
+               'refused\n')
+    fakes.on("kubectl", "apply", rc=1, stderr=refused, times=2)
+    fakes.on("kubectl", "apply", stdout="job.batch.volcano.sh/x created\n")
+    slept = []
+    cluster.retry_transient(["kubectl", *CTX, "apply", "-f", "x.yaml"], what="apply x",
+                            timeout=60, sleep=slept.append)
+    assert len(fakes.calls("kubectl")) == 3 and len(slept) == 2
+    assert "webhook not ready yet" in capsys.readouterr().out
+
+
+def test_x509_is_retried_but_a_real_rejection_is_not(fakes):
+    fakes.on("kubectl", "first", rc=1, stderr="tls: failed to verify certificate: x509: "
+             "certificate signed by unknown authority\n", times=1)
+    cluster.retry_transient(["kubectl", "first"], what="t", timeout=60, sleep=no_sleep)
+    fakes.on("kubectl", "second", rc=1, stderr='The Job "x" is invalid: spec.minAvailable: '
+             "Invalid value: 5: must be <= total replicas\n")
+    with pytest.raises(cluster.CommandFailed, match="minAvailable"):
+        cluster.retry_transient(["kubectl", "second"], what="t", timeout=60, sleep=no_sleep)
+    assert len([c for c in fakes.argvs("kubectl") if c == ["second"]]) == 1
+
+
+def test_webhook_that_never_comes_up_gives_up_with_advice(fakes):
+    fakes.on("kubectl", rc=1, stderr="no endpoints available for service "
+             '"kserve-webhook-server-service"\n')
+    with pytest.raises(cluster.CommandFailed) as err:
+        cluster.retry_transient(["kubectl", "apply"], what="apply KServe", timeout=0,
+                                sleep=no_sleep)
+    assert "webhook start-up error" in str(err.value) and "no endpoints" in str(err.value)
+
+
+# --------------------------------------------------------------------------- installs
+def test_volcano_install_applies_the_pinned_manifest_waits_and_probes_admission(fakes):
+    fakes.on("kubectl", "create --dry-run=server", rc=1, times=1,
+             stderr='failed calling webhook "mutatejob.volcano.sh": connect: connection refused')
+    cluster.install_volcano(timeout=120)
+    argvs = fakes.argvs("kubectl")
+    assert argvs[0] == [*CTX, "apply", "--server-side", "--force-conflicts", "-f",
+                        "https://raw.githubusercontent.com/volcano-sh/volcano/"
+                        f"{versions.pin('volcano')}/installer/volcano-development.yaml"]
+    rollouts = [a[a.index("status") + 1] for a in argvs if "rollout" in a]
+    assert rollouts == ["deployment/volcano-admission", "deployment/volcano-controllers",
+                        "deployment/volcano-scheduler"]
+    assert all("--timeout=120s" in a for a in argvs if "rollout" in a)
+    probes = [c for c in fakes.calls("kubectl") if "--dry-run=server" in c["argv"]]
+    assert len(probes) == 2  # refused once, then admitted
+    assert json.loads(probes[-1]["stdin"])["apiVersion"] == "batch.volcano.sh/v1alpha1"
+
+
+def test_rollout_timeout_prints_pods_events_and_podgroups(fakes):
+    fakes.on("kubectl", "rollout status", rc=1,
+             stderr="error: timed out waiting for the condition\n")
+    fakes.on("kubectl", "get pods", stdout="NAME READY STATUS\nvolcano-scheduler-x 0/1 "
+             "ImagePullBackOff\n")
+    fakes.on("kubectl", "get events", stdout="LAST SEEN TYPE REASON\n1m Warning Failed "
+             "pull access denied\n")
+    fakes.on("kubectl", "get podgroups", rc=1, stderr='error: the server doesn\'t have a '
+             'resource type "podgroups"\n')
+    with pytest.raises(cluster.CommandFailed) as err:
+        cluster.rollout("volcano-system", "volcano-scheduler", 5)
+    msg = str(err.value)
+    assert "did not become available within 5 s" in msg
+    assert "ImagePullBackOff" in msg and "pull access denied" in msg
+    assert "podgroups:" in msg and "could not read" in msg
+
+
+def test_cert_manager_install_waits_for_its_three_deployments(fakes):
+    cluster.install_cert_manager(timeout=60)
+    argvs = fakes.argvs("kubectl")
+    assert argvs[0][-1].endswith(f"/{versions.pin('cert_manager')}/cert-manager.yaml")
+    assert [a[a.index("status") + 1] for a in argvs if "rollout" in a] == [
+        "deployment/cert-manager", "deployment/cert-manager-cainjector",
+        "deployment/cert-manager-webhook"]
+    probe = [c for c in fakes.calls("kubectl") if "--dry-run=server" in c["argv"]][0]
+    assert json.loads(probe["stdin"])["kind"] == "Issuer"
+
+
+def _inferenceservice_config(mode: str, disable_ingress: bool) -> str:
+    return json.dumps({"data": {
+        "deploy": json.dumps({"defaultDeploymentMode": mode}),
+        "ingress": json.dumps({"ingressClassName": "istio",
+                               "disableIngressCreation": disable_ingress}),
+    }})
+
+
+def test_kserve_install_order_and_standard_mode(fakes):
+    fakes.on("kubectl", "get configmap inferenceservice-config",
+             stdout=_inferenceservice_config("Serverless", False))
+    cluster.install_kserve(timeout=60)
+    calls = fakes.calls("kubectl")
+    argvs = [c["argv"] for c in calls]
+    assert json.loads(calls[0]["stdin"]) == {"apiVersion": "v1", "kind": "Namespace",
+                                             "metadata": {"name": "kserve"}}
+    applied = [a[-1] for a in argvs if "--server-side" in a]
+    base = f"https://github.com/kserve/kserve/releases/download/{versions.pin('kserve')}"
+    assert applied == [f"{base}/kserve.yaml", f"{base}/kserve-cluster-resources.yaml"]
+    (patch,) = [a for a in argvs if a[2] == "patch"]
+    data = json.loads(patch[patch.index("-p") + 1])["data"]
+    assert json.loads(data["deploy"])["defaultDeploymentMode"] == "Standard"
+    ingress = json.loads(data["ingress"])
+    assert ingress["disableIngressCreation"] is True and ingress["ingressClassName"] == "istio"
+    assert [*CTX, "rollout", "restart", "deployment/kserve-controller-manager", "-n",
+            "kserve"] in argvs
+
+
+def test_kserve_already_standard_is_left_alone(fakes):
+    fakes.on("kubectl", "get configmap", stdout=_inferenceservice_config("Standard", True))
+    assert cluster.configure_kserve_standard(timeout=60) is False
+    assert not any("patch" in a or "restart" in a for a in fakes.argvs("kubectl"))
+
+
+def _operator(command: list[str]) -> str:
+    return json.dumps({"spec": {"template": {"spec": {"containers": [
+        {"name": "training-operator", "command": command}]}}}})
+
+
+def test_training_operator_is_installed_then_its_deployment_patched(fakes):
+    fakes.on("kubectl", "get deployment training-operator", rc=1, times=1,
+             stderr='Error from server (NotFound): deployments.apps "training-operator" '
+                    "not found\n")
+    fakes.on("kubectl", "get deployment training-operator", stdout=_operator(["/manager"]))
+    cluster.install_training_operator(timeout=60)
+    argvs = fakes.argvs("kubectl")
+    apply = [a for a in argvs if "apply" in a][0]
+    assert apply[-2:] == ["-k", "github.com/kubeflow/trainer.git/manifests/overlays/standalone"
+                          f"?ref={versions.pin('training_operator')}"]
+    (patch,) = [a for a in argvs if "patch" in a]
+    assert patch[:7] == [*CTX, "patch", "deployment", "training-operator", "-n", "kubeflow"]
+    assert json.loads(patch[-1]) == [{"op": "add",
+                                      "path": "/spec/template/spec/containers/0/command/1",
+                                      "value": "--gang-scheduler-name=volcano"}]
+    assert not any("pod" in a for a in patch), "the Deployment is patched, never a pod"
+    assert "rollout" in argvs[-1]
+
+
+def test_training_operator_already_patched_is_not_reapplied(fakes):
+    fakes.on("kubectl", "get deployment training-operator",
+             stdout=_operator(["/manager", "--gang-scheduler-name=volcano"]))
+    cluster.install_training_operator(timeout=60)
+    argvs = fakes.argvs("kubectl")
+    assert not any("apply" in a or "patch" in a for a in argvs)
+    assert fakes.calls("git") == []
+
+
+def test_other_gang_scheduler_value_is_replaced(fakes):
+    fakes.on("kubectl", "get deployment training-operator",
+             stdout=_operator(["/manager", "--gang-scheduler-name=scheduler-plugins"]))
+    assert cluster.patch_training_operator() is True
+    patch = [a for a in fakes.argvs("kubectl") if "patch" in a][0]
+    assert json.loads(patch[-1])[0]["op"] == "replace"
+    assert json.loads(patch[-1])[0]["path"].endswith("/command/1")
+
+
+def test_training_operator_install_needs_git(fakes):
+    (Path(os.environ["PATH"]) / "git").unlink()
+    fakes.on("kubectl", "get deployment", rc=1, stderr="NotFound")
+    with pytest.raises(BackendUnavailable, match="git"):
+        cluster.install_training_operator(timeout=60)
+
+
+def test_up_runs_every_step_in_order(fakes):
+    fakes.on("kind", "version", stdout=f"kind {versions.pin('kind')} go1.24 linux/amd64\n")
+    fakes.on("kind", "get clusters", stdout="")
+    fakes.on("kubectl", "get nodes", stdout=nodes_json(
+        {"kflabs-worker": 3, "kflabs-worker2": 3, "kflabs-worker3": 2}))
+    fakes.on("kubectl", "get configmap", stdout=_inferenceservice_config("Standard", True))
+    fakes.on("kubectl", "get deployment training-operator",
+             stdout=_operator(["/manager", "--gang-scheduler-name=volcano"]))
+    summary = cluster.up(build_image=False, timeout=30)
+    assert summary["installed"] == list(cluster.COMPONENTS)
+    assert sum(summary["gpus"].values()) == cluster.TOTAL_FAKE_GPUS
+    order = [(c["tool"], " ".join(c["argv"])) for c in fakes.calls()]
+    firsts = {}
+    for i, (tool, line) in enumerate(order):
+        for key in ("docker info", "kind create cluster", "wait --for=condition=Ready nodes",
+                    "patch node", "volcano-development.yaml", "cert-manager.yaml",
+                    "kserve.yaml", "trainer.git"):
+            if key in f"{tool} {line}" and key not in firsts:
+                firsts[key] = i
+    assert list(firsts) == ["docker info", "kind create cluster",
+                            "wait --for=condition=Ready nodes", "patch node",
+                            "volcano-development.yaml", "cert-manager.yaml", "kserve.yaml"]
+    # Every kubectl call names the kit's context, except kubeconfig bookkeeping.
+    for argv in fakes.argvs("kubectl"):
+        assert argv[:2] == CTX or argv[0] == "config", argv
+
+
+def test_up_rejects_unknown_components(fakes):
+    with pytest.raises(LabError, match="unknown component"):
+        cluster.up(components=["istio"], build_image=False)
+
+
+# --------------------------------------------------------------------------- training image
+def test_training_image_is_built_once_then_loaded_into_kind(fakes):
+    tag = cluster.training_image_tag()
+    fakes.on("docker", "image inspect", rc=1, stderr=f"Error: No such image: {tag}\n", times=1)
+    assert cluster.ensure_training_image() == tag
+    assert cluster.ensure_training_image() == tag
+    docker = fakes.argvs("docker")
+    builds = [a for a in docker if a[0] == "build"]
+    assert len(builds) == 1
+    build = builds[0]
+    context = Path(build[-1])
+    assert build[:2] == ["build", "-f"] and build[2] == str(context / "train.Dockerfile")
+    assert f"PYTHON_IMAGE={versions.pin('training_python_image')}" in build
+    assert build[build.index("-t") + 1] == tag
+    assert (context / "helpers" / "train.py").is_file() and (context / "data" / "iris.csv").is_file()
+    assert not list(context.rglob("__pycache__"))
+    assert fakes.argvs("kind") == [["load", "docker-image", tag, "--name", "kflabs"]] * 2
+
+
+def test_image_tag_follows_the_content(monkeypatch, tmp_path):
+    src = tmp_path / "train.py"
+    src.write_text("print('v1')\n")
+    monkeypatch.setattr(cluster, "_image_sources", lambda: [("helpers/train.py", src)])
+    first = cluster.training_image_tag()
+    assert first == cluster.training_image_tag()
+    src.write_text("print('v2')\n")
+    assert cluster.training_image_tag() != first
+    assert first.startswith(f"{cluster.TRAINING_IMAGE_REPO}:") and ":latest" not in first
+
+
+# --------------------------------------------------------------------------- port-forward
+def test_port_forward_reports_the_local_url_and_stops(fakes):
+    fakes.on("kubectl", "port-forward",
+             stdout="Forwarding from 127.0.0.1:43210 -> 8080\n", sleep=30)
+    with cluster.port_forward("iris-predictor", "kflabs-serving", 80) as fwd:
+        assert fwd.url == "http://127.0.0.1:43210"
+        assert fwd._proc.poll() is None
+    assert fwd._proc.poll() is not None
+    fwd.close()  # safe twice
+    (argv,) = fakes.argvs("kubectl")
+    assert argv == [*CTX, "port-forward", "-n", "kflabs-serving", "svc/iris-predictor", ":80",
+                    "--address", "127.0.0.1"]
+
+
+def test_port_forward_failure_says_what_kubectl_said(fakes):
+    fakes.on("kubectl", "port-forward", rc=1,
+             stderr='Error from server (NotFound): services "iris-predictor" not found\n')
+    with pytest.raises(cluster.CommandFailed) as err:
+        cluster.port_forward("iris-predictor", "kflabs-serving", timeout=10)
+    assert 'services "iris-predictor" not found' in str(err.value)
+    assert "get pods -n kflabs-serving" in str(err.value)
+
+
+# --------------------------------------------------------------------------- status / down
+def test_status_of_a_missing_cluster(fakes):
+    fakes.on("kind", "get clusters", stdout="")
+    assert cluster.status() == {"cluster": "kflabs", "exists": False}
+
+
+def test_cli_down_twice(fakes, capsys):
+    fakes.on("kind", "get clusters", stdout="")
+    assert cluster.main(["down"]) == 0
+    assert cluster.main(["down"]) == 0
+    assert "nothing to delete" in capsys.readouterr().out
