@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import ast
 import io
-import json
 import os
 import pickle
 import pickletools
@@ -35,19 +34,21 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import onnx
 import onnxruntime as ort
 import xgboost as xgb
-from matplotlib.figure import Figure
 from onnx.reference import ReferenceEvaluator
 from onnxruntime.capi import onnxruntime_pybind11_state as ort_state
 
 from helpers import paths, training
 from helpers.errors import LabError, ModelStoreError
 from helpers.model_store import ONNX_EXTENSIONS, find_model_file
+
+if TYPE_CHECKING:  # matplotlib is imported only when a picture is drawn
+    from matplotlib.figure import Figure
 
 #: ONNX opset the converter targets. onnxmltools 1.16's XGBoost converter accepts at most
 #: 15; pinning it keeps the file identical whichever onnx release is installed.
@@ -225,31 +226,18 @@ def graph_summary(onnx_model: onnx.ModelProto) -> dict[str, Any]:
     }
 
 
-def xgboost_json_summary(path: str | os.PathLike[str]) -> dict[str, Any]:
-    """Read an XGBoost JSON model with the standard ``json`` module alone (no XGBoost).
-
-    XGBoost's JSON follows a published schema, so any language with a JSON parser can read
-    it; this shows the file is plain data.
-    """
-    doc = json.loads(Path(path).read_text())
-    learner = doc["learner"]
-    model = learner["gradient_booster"]["model"]
-    return {"xgboost_version": ".".join(str(v) for v in doc["version"]),
-            "objective": learner["objective"]["name"],
-            "num_class": int(learner["learner_model_param"]["num_class"]),
-            "num_feature": int(learner["learner_model_param"]["num_feature"]),
-            "num_trees": int(model["gbtree_model_param"]["num_trees"])}
-
-
 # ------------------------------------------------------------------------ pickle ---
 
-def pickle_bytes(obj: object) -> bytes:
+def pickle_bytes(obj: object, protocol: int = 4) -> bytes:
     """Serialize ``obj`` with pickle (writing a pickle is safe; *loading* one is the risk).
 
-    Protocol 4 (Python's default before 3.14): fickling 0.1 cannot parse protocol 5's
-    ``BYTEARRAY8`` opcode, which XGBoost's pickled booster would otherwise use.
+    Args:
+        obj: what to pickle.
+        protocol: pickle protocol. Default 4 (Python's default before 3.14) because
+            fickling 0.1 cannot parse protocol 5's ``BYTEARRAY8`` opcode, which XGBoost's
+            pickled booster uses under protocol 5.
     """
-    return pickle.dumps(obj, protocol=4)
+    return pickle.dumps(obj, protocol=protocol)
 
 
 def unpickle_for_demonstration(data: bytes) -> Any:
@@ -559,8 +547,9 @@ def plot_formats(rows: list[dict[str, Any]]) -> Figure:
     panels = [("bytes", "size on disk (KiB)", 1 / 1024), ("load_ms", "load (ms)", 1),
               ("predict_1_ms", "1-row predict (ms)", 1),
               ("predict_batch_ms", f"{rows[0]['batch_rows']:,}-row predict (ms)", 1)]
-    fig = Figure(figsize=(11, 2.8), layout="constrained")
-    axes = fig.subplots(1, len(panels))
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(panels), figsize=(11, 2.8), layout="constrained")
     names = [r["format"] for r in rows]
     for ax, (key, title, scale) in zip(axes, panels, strict=True):
         ax.bar(names, [r[key] * scale for r in rows], color=["#c44e52", "#4c72b0", "#55a868",

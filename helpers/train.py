@@ -3,6 +3,7 @@
 The same code as lab 03 (:mod:`helpers.training`), as a command::
 
     python -m helpers.train --output-dir DIR [--seed S] [--format json|ubj] [--name iris]
+                            [--n-estimators N] [--test-fraction F]
 
 writes ``DIR/<name>/model.<format>`` (one model file per model folder, as KServe expects)
 and prints where the model went. On a cluster ``DIR`` is the mounted PVC.
@@ -34,6 +35,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--n-estimators", type=int,
                         default=training.DEFAULT_PARAMS["n_estimators"],
                         help="boosting rounds (trees per class)")
+    parser.add_argument("--test-fraction", type=float, default=0.3,
+                        help="share of each species held out for evaluation (0 < f < 1)")
     return parser
 
 
@@ -47,7 +50,8 @@ def main(argv: list[str] | None = None) -> int:
     # A command resolves relative paths against the working directory, as users expect
     # of a command (the labs resolve theirs against the repository root instead).
     store = Path(args.output_dir).expanduser().resolve()
-    result = training.train(seed=args.seed, n_estimators=args.n_estimators)
+    result = training.train(seed=args.seed, test_fraction=args.test_fraction,
+                            n_estimators=args.n_estimators)
     path = training.save_model(result.model, store, name=args.name, fmt=args.fmt)
     print(f"trained iris classifier: seed {args.seed}, test accuracy {result.accuracy:.3f} "
           f"on {len(result.y_test)} held-out rows")

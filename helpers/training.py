@@ -12,19 +12,23 @@ KServe mounts at ``/mnt/models`` on a cluster.
 from __future__ import annotations
 
 import csv
+import json
 import os
 import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import xgboost as xgb
-from matplotlib.figure import Figure
 
 from helpers import paths
 from helpers.errors import LabError, ModelStoreError
 from helpers.model_store import XGBOOST_EXTENSIONS, find_model_file
+
+if TYPE_CHECKING:  # matplotlib is imported only when a picture is drawn (the CLI never does)
+    from matplotlib.figure import Figure
 
 #: Column names of ``data/iris.csv``, in order (the model itself sees them as f0..f3).
 FEATURE_NAMES: tuple[str, ...] = (
@@ -189,11 +193,13 @@ def plot_confusion(confusion: np.ndarray, class_names: list[str] | tuple[str, ..
         title: figure title.
 
     Returns:
-        A matplotlib Figure (not attached to pyplot, so it renders headless and leaks no
-        global state; Jupyter displays it when it is the last expression of a cell).
+        The matplotlib Figure. It is made with pyplot, so Jupyter's inline backend shows it
+        at the end of the cell (assign the result to avoid a second copy); it renders
+        headless too. Close it with ``plt.close(fig)`` outside notebooks.
     """
-    fig = Figure(figsize=(4.2, 3.6), layout="constrained")
-    ax = fig.add_subplot()
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(4.2, 3.6), layout="constrained")
     image = ax.imshow(confusion, cmap="Blues")
     fig.colorbar(image, ax=ax, label="flowers")
     ticks = range(len(class_names))
@@ -304,3 +310,18 @@ def predict(booster: xgb.Booster, X: np.ndarray, nthread: int = 1,
     probabilities = booster.predict(xgb.DMatrix(np.asarray(X, dtype=np.float32), nthread=nthread))
     return probabilities.argmax(axis=1), probabilities
 
+
+def describe_json_model(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """Read an XGBoost JSON model with the standard ``json`` module alone (no XGBoost).
+
+    XGBoost's JSON follows a published schema, so any language with a JSON parser can read
+    it; this shows the file is plain data.
+    """
+    doc = json.loads(Path(path).read_text())
+    learner = doc["learner"]
+    model = learner["gradient_booster"]["model"]
+    return {"xgboost_version": ".".join(str(v) for v in doc["version"]),
+            "objective": learner["objective"]["name"],
+            "num_class": int(learner["learner_model_param"]["num_class"]),
+            "num_feature": int(learner["learner_model_param"]["num_feature"]),
+            "num_trees": int(model["gbtree_model_param"]["num_trees"])}

@@ -56,8 +56,64 @@ def check_02_volcano_jobs_and_queues(results: dict, params: dict) -> None:
     assert patch[0]["path"].startswith("/spec/template/spec/containers/0/")
 
 
+def check_03_train_iris_xgboost(results: dict, params: dict) -> None:
+    """Lab 03: a seeded 3-class model, evaluated, saved alone in its folder, reloaded identically."""
+    fmt = params.get("FORMAT", "json")
+    assert results["backend"] == params.get("BACKEND", "sim")
+    assert results["seed"] == params.get("SEED", 42)
+    assert results["n_estimators"] == params.get("N_ESTIMATORS", 10)
+    assert results["n_train"] + results["n_test"] == 150
+    assert results["n_test"] == 3 * round(50 * params.get("TEST_FRACTION", 0.3))
+    confusion = results["confusion"]
+    assert len(confusion) == 3 and all(len(row) == 3 for row in confusion)
+    assert sum(map(sum, confusion)) == results["n_test"]
+    diagonal = sum(confusion[i][i] for i in range(3))
+    assert abs(results["accuracy"] - diagonal / results["n_test"]) < 1e-9
+    assert results["accuracy"] >= 0.8, results["accuracy"]
+    assert results["model_dir_files"] == [f"model.{fmt}"]
+    assert results["model_path"].endswith(f"{params.get('MODEL_NAME', 'iris')}/model.{fmt}")
+    assert results["model_bytes"] > 1000
+    assert results["xgboost_version_recorded"].startswith("2.1.")
+    assert results["reload_labels_equal"] is True and results["reload_max_abs_diff"] <= 1e-6
+    assert results["cli_agrees"] is True
+
+
+def check_04_pickle_vs_onnx(results: dict, params: dict) -> None:
+    """Lab 04: each pickle problem demonstrated; data formats inert; ONNX runtimes agree."""
+    assert results["backend"] == params.get("BACKEND", "sim")
+    n_trees = 3 * params.get("N_ESTIMATORS", 10)
+    assert results["graph"]["trees"] == n_trees
+    assert results["graph"]["opsets"] == {"ai.onnx.ml": 1}
+    sec = results["security"]
+    assert sec["crafted_scan"]["severity"] == "OVERTLY_MALICIOUS"
+    assert sec["crafted_scan"]["likely_safe"] is False and sec["crafted_scan"]["findings"]
+    assert sec["honest_scan"]["likely_safe"] is False
+    assert any("xgboost" in imp for imp in sec["honest_scan"]["imports"])
+    assert sec["protocol5_scan"]["likely_safe"] is False
+    assert sec["payload_ran_on_unpickle"] is True
+    assert sec["data_formats_ran_code"] is False
+    assert sec["data_formats_loaded"] == {"xgboost-json": True, "onnx": True}
+    compat = results["compatibility"]
+    assert compat["same_code_loads"] is True
+    assert "ModuleNotFoundError" in compat["moved_error"] and "irislab_v1" in compat["moved_error"]
+    assert "AttributeError" in compat["renamed_error"] and "IrisModel" in compat["renamed_error"]
+    assert compat["json_agrees_after_refactor"] is True
+    rows = {row["format"]: row for row in results["efficiency"]}
+    assert list(rows) == ["pickle", "xgboost-json", "xgboost-ubj", "onnx"]
+    size = {name: row["bytes"] for name, row in rows.items()}
+    assert size["onnx"] < size["xgboost-json"] < size["pickle"] and size["xgboost-ubj"] < size["pickle"]
+    for row in rows.values():
+        assert row["batch_rows"] == params.get("BATCH_ROWS", 1000)
+        assert all(row[k] > 0 for k in ("load_ms", "predict_1_ms", "predict_batch_ms")), row
+    for pair in results["parity"].values():
+        assert pair["labels_equal"] is True and pair["max_abs_probability_diff"] <= 1e-5, pair
+        assert pair["rows"] == 45
+
+
 CHECKS: dict[str, Callable[[dict, dict], None]] = {
     "00_setup": check_00_setup,
     "01_gridlock_vs_gang": check_01_gridlock_vs_gang,
     "02_volcano_jobs_and_queues": check_02_volcano_jobs_and_queues,
+    "03_train_iris_xgboost": check_03_train_iris_xgboost,
+    "04_pickle_vs_onnx": check_04_pickle_vs_onnx,
 }
