@@ -1,0 +1,110 @@
+"""The kind path end to end, on a real kind cluster (``make cluster-up`` first).
+
+Marked ``cluster``: every test skips, saying why, unless the kind cluster's context answers.
+On a laptop with Docker: ``make cluster-up && .venv/bin/pytest -m cluster tests/test_cluster_kind.py``.
+
+What runs: the cluster is the pinned Kubernetes with 8 fake GPUs on the workers; Volcano
+admits jobs; the Training Operator carries the gang-scheduler flag; KServe defaults to
+Standard mode; then the chapter's demonstration: the XGBoostJob trains with the kit's code
+onto the PVC, gang-scheduled by Volcano; the InferenceService serves that model from
+``pvc://``; V1 and V2 requests through a port-forward give the labels the local model gives;
+clean-up is safe twice.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+from helpers import backend, cluster, training, versions
+
+pytestmark = [pytest.mark.cluster, pytest.mark.timeout(1800)]
+
+
+@pytest.fixture(scope="module")
+def target() -> backend.Backend:
+    """The kind backend, or a skip naming what is missing."""
+    missing = [tool for tool in ("kind", "kubectl", "docker") if shutil.which(tool) is None]
+    if missing:
+        pytest.skip(f"no kind cluster here: {', '.join(missing)} not installed "
+                    "(run `make cluster-up` on a machine with Docker)")
+    problem = backend.probe(backend.default_kubeconfig(), cluster.CONTEXT)
+    if problem:
+        pytest.skip(f"kind cluster {cluster.CLUSTER_NAME!r} not reachable ({problem}): "
+                    "run `make cluster-up`")
+    return backend.resolve("kind", announce=False)
+
+
+def _json(*args: str) -> dict:
+    return json.loads(cluster.kubectl(*args, "-o", "json").stdout)
+
+
+def test_nodes_run_the_pinned_kubernetes_with_fake_gpus(target):
+    nodes = _json("get", "nodes")["items"]
+    assert len(nodes) == 4
+    wanted = versions.pin("kind_node_image").split(":v")[1].split("@")[0]
+    assert {n["status"]["nodeInfo"]["kubeletVersion"] for n in nodes} == {f"v{wanted}"}
+    gpus = [int(n["status"]["allocatable"].get(cluster.GPU_RESOURCE, "0")) for n in nodes]
+    assert sum(gpus) == cluster.TOTAL_FAKE_GPUS
+
+
+def test_fake_gpu_patch_is_idempotent(target):
+    first = cluster.patch_fake_gpus()
+    assert cluster.patch_fake_gpus() == first
+
+
+def test_volcano_admits_a_job_through_its_webhooks(target):
+    out = cluster.kubectl("create", "--dry-run=server", "-f", "-", "-o", "json",
+                          input_text=json.dumps(cluster._VOLCANO_PROBE)).stdout
+    job = json.loads(out)
+    # The mutating webhook filled the defaults in.
+    assert job["spec"]["queue"] == "default" and job["spec"]["maxRetry"] == 3
+
+
+def test_training_operator_runs_with_the_volcano_gang_flag(target):
+    dep = _json("get", "deployment", "training-operator", "-n", "kubeflow")
+    command = dep["spec"]["template"]["spec"]["containers"][0]["command"]
+    assert "--gang-scheduler-name=volcano" in command
+    assert cluster.patch_training_operator() is False  # already there: nothing to do
+
+
+def test_kserve_defaults_to_standard_mode(target):
+    cm = _json("get", "configmap", "inferenceservice-config", "-n", "kserve")
+    assert json.loads(cm["data"]["deploy"])["defaultDeploymentMode"] == "Standard"
+    assert cluster.configure_kserve_standard() is False
+
+
+def test_train_on_the_cluster_serve_and_predict_v1_v2(target):
+    from helpers.serving import isvc
+    from helpers.serving.client import Endpoint
+
+    run = cluster.run_training_job(target, seed=42, timeout=900)
+    summary = run.as_dict()
+    assert run.succeeded, run.master_log
+    assert summary["schedulers"] == ["volcano"], summary["pods"]
+    assert len(run.pods) == 4 and run.podgroup_min_member == 4
+    assert set(run.podgroup_phases) & {"Inqueue", "Running"}, run.podgroup_phases
+    assert "saved model to /mnt/models/iris/model.json" in run.master_log
+
+    doc = isvc.inference_service("iris", run.model_uri, protocol_version="v2")
+    info = cluster.deploy_inference_service(doc, target, timeout=600)
+    X, _, _, _ = training.load_iris()
+    local = training.train(seed=42)
+    want = np.argmax(local.model.predict_proba(X[:10]), axis=1)
+    with cluster.port_forward(info["predictor_service"], info["namespace"], 80,
+                              target=target) as fwd:
+        endpoint = Endpoint(fwd.url, "iris")
+        assert endpoint.ready()
+        for protocol in ("v1", "v2"):
+            assert np.array_equal(endpoint.labels(X[:10], protocol), want), protocol
+        endpoint.close()
+
+
+def test_cleanup_is_safe_twice(target):
+    cluster.cleanup(target)
+    cluster.cleanup(target)
+    assert cluster.delete_inference_service() is False
+    assert cluster.delete_training_job() is False
