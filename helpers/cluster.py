@@ -928,6 +928,125 @@ def run_training_job(target: backend.Backend | None = None, *, seed: int = 42,
     return run_
 
 
+# --------------------------------------------------------------------------- labs: model volume
+LOADER_POD = "model-store-loader"
+#: Runs inside the loader pod: unpack the base64 tar.gz from stdin into the volume, replacing
+#: that model's folder, with tarfile's "data" filter (no absolute paths, links or devices).
+_EXTRACT = (
+    "import base64, io, shutil, sys, tarfile, pathlib; name = sys.argv[1]; "
+    "shutil.rmtree(pathlib.Path('/mnt/models', name), ignore_errors=True); "
+    "tarfile.open(fileobj=io.BytesIO(base64.b64decode(sys.stdin.read())), mode='r:gz')"
+    ".extractall('/mnt/models', filter='data'); "
+    "print('\\n'.join(sorted(str(p) for p in pathlib.Path('/mnt/models', name).rglob('*'))))"
+)
+
+
+def loader_pod_manifest(image: str) -> dict:
+    """A short-lived pod that mounts the model PVC, for copying a model onto it."""
+    return {
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": LOADER_POD, "namespace": MODEL_NAMESPACE,
+                     "labels": {"app.kubernetes.io/part-of": "kflabs"}},
+        "spec": {
+            "restartPolicy": "Never",
+            "terminationGracePeriodSeconds": 1,
+            "containers": [{
+                "name": "loader", "image": image, "imagePullPolicy": "Never",
+                "command": ["sleep", "600"],  # deleted as soon as the copy is done
+                "resources": {"requests": {"cpu": "50m", "memory": "64Mi"},
+                              "limits": {"cpu": "500m", "memory": "256Mi"}},
+                "volumeMounts": [{"name": "model-store", "mountPath": "/mnt/models"}],
+            }],
+            "volumes": [{"name": "model-store",
+                         "persistentVolumeClaim": {"claimName": MODEL_PVC}}],
+        },
+    }
+
+
+def model_payload(local_dir: str | Path, name: str) -> str:
+    """The model folder as base64 text of a tar.gz whose top folder is ``name``.
+
+    Raises:
+        ModelStoreError: ``local_dir`` is not a folder holding exactly one model file.
+    """
+    import base64
+    import io
+    import tarfile
+
+    from helpers.model_store import find_model_file
+
+    folder = paths.resolve(local_dir)
+    find_model_file(folder)  # the one-model-file rule KServe's xgbserver applies
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w:gz") as tar:
+        for path in sorted(folder.iterdir()):
+            if path.is_file():
+                tar.add(path, arcname=f"{name}/{path.name}")
+    return base64.b64encode(buf.getvalue()).decode("ascii")
+
+
+def extract_on_loader(payload: str, name: str, timeout: float = 120.0) -> list[str]:
+    """Unpack ``payload`` into ``/mnt/models/<name>`` through the loader pod; list the files."""
+    out = kubectl("exec", "-i", "-n", MODEL_NAMESPACE, LOADER_POD, "--", "python", "-c",
+                  _EXTRACT, name, input_text=payload, timeout=timeout).stdout
+    return [line for line in out.splitlines() if line.strip()]
+
+
+def _loader_phase(api) -> str | None:
+    """The loader pod's phase, or None when there is no such pod."""
+    from kubernetes import client
+    from kubernetes.client.exceptions import ApiException
+
+    try:
+        pod = client.CoreV1Api(api).read_namespaced_pod(LOADER_POD, MODEL_NAMESPACE)
+    except ApiException as exc:
+        if exc.status == 404:
+            return None
+        raise
+    return pod.status.phase
+
+
+def upload_model(local_dir: str | Path, *, name: str | None = None,
+                 target: backend.Backend | None = None, timeout: float = 180.0,
+                 api=None) -> str:
+    """Copy a model folder from the laptop onto the model PVC (``/mnt/models/<name>``).
+
+    For labs that train in the notebook (lab 03, lab 04's formats) and then serve on the
+    cluster: a short-lived pod mounts the PVC, the folder is streamed in, the pod is deleted.
+
+    Args:
+        local_dir: a model folder holding exactly one model file (e.g. ``build/model-store/iris``).
+        name: the folder name on the PVC (default: ``local_dir``'s name).
+        target: the resolved kind backend.
+        timeout: seconds to wait for the loader pod to start.
+
+    Returns:
+        The ``storageUri`` for an InferenceService: ``pvc://model-store/<name>/``.
+    """
+    folder = paths.resolve(local_dir)
+    name = name or folder.name
+    if not re.fullmatch(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?", name):
+        raise ManifestError(f"model name {name!r} must be a DNS-1123 label (lowercase letters, "
+                            "digits and '-')")
+    payload = model_payload(folder, name)
+    api = api or api_client(target)
+    ensure_model_pvc(api=api)
+    pod = loader_pod_manifest(ensure_training_image())
+    if k8s.delete(api, pod):  # a leftover from an interrupted copy: a pod spec is immutable
+        k8s.wait_for(lambda: _loader_phase(api) is None, 60, f"the old {LOADER_POD} to go",
+                     interval=1.0)
+    k8s.apply(api, pod)
+    try:
+        k8s.wait_for(lambda: _loader_phase(api) == "Running", timeout,
+                     f"pod {MODEL_NAMESPACE}/{LOADER_POD} to run", interval=1.0,
+                     diagnostics=lambda: k8s.diagnose(api, MODEL_NAMESPACE))
+        files = extract_on_loader(payload, name)
+    finally:
+        k8s.delete(api, pod)
+    print(f"copied {folder} onto PVC {MODEL_PVC}: {', '.join(files)}")
+    return f"pvc://{MODEL_PVC}/{name}/"
+
+
 # --------------------------------------------------------------------------- labs: serving
 def _pvc_exists(api, namespace: str, name: str) -> bool:
     from kubernetes import client

@@ -493,3 +493,51 @@ def test_cli_down_twice(fakes, capsys):
     assert cluster.main(["down"]) == 0
     assert cluster.main(["down"]) == 0
     assert "nothing to delete" in capsys.readouterr().out
+
+
+# --------------------------------------------------------------------------- model upload
+def _model_folder(tmp_path: Path, *files: str) -> Path:
+    folder = tmp_path / "store" / "iris"
+    folder.mkdir(parents=True)
+    for name in files:
+        (folder / name).write_text('{"learner": {}}')
+    return folder
+
+
+def test_model_payload_is_the_one_model_file_under_its_name(tmp_path):
+    import base64
+    import io
+    import tarfile
+
+    folder = _model_folder(tmp_path, "model.json")
+    payload = cluster.model_payload(folder, "iris-v2")
+    with tarfile.open(fileobj=io.BytesIO(base64.b64decode(payload)), mode="r:gz") as tar:
+        assert tar.getnames() == ["iris-v2/model.json"]
+
+
+def test_model_payload_refuses_an_ambiguous_folder(tmp_path):
+    from helpers.errors import ModelStoreError
+
+    folder = _model_folder(tmp_path, "model.json", "model.ubj")
+    with pytest.raises(ModelStoreError):
+        cluster.model_payload(folder, "iris")
+
+
+def test_extract_on_loader_streams_the_payload_through_kubectl_exec(fakes):
+    fakes.on("kubectl", "exec", stdout="/mnt/models/iris\n/mnt/models/iris/model.json\n")
+    files = cluster.extract_on_loader("UEsFBg==", "iris")
+    assert files == ["/mnt/models/iris", "/mnt/models/iris/model.json"]
+    (call,) = fakes.calls("kubectl")
+    argv = call["argv"]
+    assert argv[:8] == [*CTX, "exec", "-i", "-n", cluster.MODEL_NAMESPACE, cluster.LOADER_POD,
+                        "--"]
+    assert argv[8:10] == ["python", "-c"] and argv[-1] == "iris"
+    assert "filter='data'" in argv[10]
+    assert call["stdin"] == "UEsFBg=="
+
+
+def test_upload_refuses_a_bad_model_name_before_touching_the_cluster(fakes, tmp_path):
+    folder = _model_folder(tmp_path, "model.json")
+    with pytest.raises(LabError, match="DNS-1123"):
+        cluster.upload_model(folder, name="Iris_Model")
+    assert fakes.calls() == []

@@ -19,7 +19,7 @@ import shutil
 import numpy as np
 import pytest
 
-from helpers import backend, cluster, training, versions
+from helpers import backend, cluster, k8s, training, versions
 
 pytestmark = [pytest.mark.cluster, pytest.mark.timeout(1800)]
 
@@ -101,6 +101,16 @@ def test_train_on_the_cluster_serve_and_predict_v1_v2(target):
         for protocol in ("v1", "v2"):
             assert np.array_equal(endpoint.labels(X[:10], protocol), want), protocol
         endpoint.close()
+
+
+def test_a_model_trained_in_the_notebook_is_copied_onto_the_pvc(target, tmp_path):
+    result = training.train(seed=42)
+    saved = training.save_model(result.model, tmp_path, name="iris-local", fmt="json")
+    uri = cluster.upload_model(saved.parent, target=target)
+    assert uri == f"pvc://{cluster.MODEL_PVC}/iris-local/"
+    api = cluster.api_client(target)
+    # The loader pod is gone afterwards: only the model stays on the volume.
+    k8s.wait_for(lambda: cluster._loader_phase(api) is None, 60, "the loader pod to be deleted")
 
 
 def test_cleanup_is_safe_twice(target):

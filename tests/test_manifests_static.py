@@ -58,6 +58,7 @@ def rendered_objects() -> list[tuple[str, dict]]:
     return [
         ("cluster.training_job_manifest", job),
         ("cluster.model_pvc_manifest", cluster.model_pvc_manifest()),
+        ("cluster.loader_pod_manifest", cluster.loader_pod_manifest("kflabs-train:0123456789ab")),
         ("cluster Volcano webhook probe", cluster._VOLCANO_PROBE),
         ("isvc.default_manifest", isvc.default_manifest()),
         ("isvc v1 manifest", isvc.inference_service("iris-v1", isvc.pvc_uri("model-store", "iris"),
