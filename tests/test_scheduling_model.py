@@ -31,7 +31,7 @@ REQ = {"cpu": 100, "memory": 64 * 2**20, GPU: 1}
 def pods(job: str, n: int, *, scheduler: str = "default-scheduler", group: str | None = None,
          work: float | None = 60.0, priority: int = 0, req: dict | None = None,
          world: int | None = None) -> list[PodSpec]:
-    return [PodSpec(name=f"{job}-{i}", job=job, requests=dict(req or REQ), scheduler_name=scheduler,
+    return [PodSpec(name=f"{job}-{i}", job=job, requests=dict(REQ if req is None else req), scheduler_name=scheduler,
                     group=group, world_size=world or n, work_seconds=work, priority=priority)
             for i in range(n)]
 
@@ -328,3 +328,30 @@ def test_node_order_score_and_installer_list():
     kinds = {k for k, _, _ in volcano.INSTALLER_OBJECTS}
     assert {"Deployment", "Job", "CustomResourceDefinition"} <= kinds
     assert len(volcano.INSTALLER_OBJECTS) == len(set(volcano.INSTALLER_OBJECTS))
+
+
+def test_priority_class_manifest_sets_pod_priority(tmp_path):
+    pc = "apiVersion: scheduling.k8s.io/v1\nkind: PriorityClass\nmetadata: {name: urgent}\nvalue: 1000\n"
+    pod = (MANIFESTS / "two-jobs/default-pods/pods.yaml").read_text().split("\n---\n")
+    first_pod = next(d for d in pod if "kind: Pod" in d)
+    first_pod = first_pod.replace("  schedulerName:", "  priorityClassName: urgent\n  schedulerName:")
+    (tmp_path / "a.yaml").write_text(pc)
+    (tmp_path / "b.yaml").write_text(first_pod)
+    m = load_manifests(tmp_path)
+    assert m.jobs[0].pods[0].priority == 1000
+    (tmp_path / "a.yaml").unlink()
+    with pytest.raises(ManifestError, match="PriorityClass 'urgent' is not defined"):
+        load_manifests(tmp_path)
+
+
+def test_backfill_places_best_effort_volcano_pods():
+    be = pods("be", 1, scheduler="volcano", group="be", req={}, world=1)
+    r = simulate(bare(be, podgroups=[gang("be", 1, min_res=False)]), make_nodes(1, 0), "volcano")
+    assert r.pods["be-0"]["node"] == "node-0" and r.jobs["be"].state == "completed"
+
+
+def test_select_keeps_named_workloads_and_queues():
+    m = load_manifests(MANIFESTS / "queues").select(lambda name: name.endswith("job0"))
+    assert sorted(j.name for j in m.jobs) == ["team-a-job0", "team-b-job0"]
+    assert sorted(g.name for g in m.podgroups) == ["team-a-job0", "team-b-job0"]
+    assert [q.name for q in m.queues] == ["team-a", "team-b"]
