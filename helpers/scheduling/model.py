@@ -569,7 +569,12 @@ def load_manifests(paths: list[str | Path] | str | Path) -> Manifests:
 
 
 def _check_groups(m: Manifests) -> None:
-    groups = {g.name for g in m.podgroups}
+    groups: set[str] = set()
+    for g in m.podgroups:
+        if g.name in groups:
+            raise ManifestError(f"{g.source}: field metadata.name: PodGroup {g.name!r} is defined twice "
+                                "(a Volcano Job creates a PodGroup named after itself)")
+        groups.add(g.name)
     job_names: dict[str, JobSpec] = {}
     for job in m.jobs:
         if job.kind == "Pods" and job.name in job_names and job_names[job.name].kind == "Pods":
