@@ -74,6 +74,10 @@ TRANSIENT_ERRORS = (
     "the server is currently unable to handle the request",
     "service unavailable",
     "connection reset by peer",
+    # Volcano's scheduler creates the default queue just after it starts; until then the
+    # job webhook answers this (or that the queue is not Open yet).
+    "unable to find job queue",
+    "can only submit job to queue with state `open`",
 )
 
 _TOOL_FIXES = {
@@ -557,7 +561,7 @@ def _gang_flag() -> str:
     return "--gang-scheduler-name=volcano"
 
 
-def patch_training_operator(timeout: float = INSTALL_TIMEOUT) -> bool:
+def patch_training_operator() -> bool:
     """Add ``--gang-scheduler-name=volcano`` to the Training Operator's Deployment.
 
     The Deployment is patched, never the pod: a pod edit would be lost at the next restart.
@@ -605,7 +609,7 @@ def install_training_operator(timeout: float = INSTALL_TIMEOUT) -> None:
         require_tools("git")
         _apply_remote(training_operator_kustomization(), what="apply the Training Operator",
                       timeout=timeout, kustomize=True)
-        patch_training_operator(timeout)
+        patch_training_operator()
     rollout("kubeflow", "training-operator", timeout)
 
 

@@ -541,3 +541,21 @@ def test_upload_refuses_a_bad_model_name_before_touching_the_cluster(fakes, tmp_
     with pytest.raises(LabError, match="DNS-1123"):
         cluster.upload_model(folder, name="Iris_Model")
     assert fakes.calls() == []
+
+
+@pytest.mark.parametrize("stderr", [
+    'admission webhook "validatejob.volcano.sh" denied the request: unable to find job queue: '
+    'queue.scheduling.volcano.sh "default" not found;',
+    "Internal error occurred: failed calling webhook \"validation.webhook.serving.kserve.io\": "
+    "tls: failed to verify certificate: x509: certificate signed by unknown authority",
+])
+def test_start_up_errors_are_recognised(stderr):
+    assert cluster.is_transient(stderr)
+
+
+@pytest.mark.parametrize("stderr", [
+    'The XGBoostJob "iris-train" is invalid: spec.xgbReplicaSpecs: Required value',
+    'Error from server (Forbidden): pods is forbidden: User "x" cannot create resource',
+])
+def test_real_rejections_are_not_retried(stderr):
+    assert not cluster.is_transient(stderr)
