@@ -720,7 +720,12 @@ def api_client(target: backend.Backend | None = None):
     """A kubernetes ``ApiClient`` for the kind cluster (or the resolved ``target`` backend)."""
     if target is not None and target.is_cluster:
         return k8s.connect(target.kubeconfig, target.context)
-    return k8s.connect(backend.default_kubeconfig(), CONTEXT)
+    kubeconfig = backend.default_kubeconfig()
+    problem = backend.probe(kubeconfig, CONTEXT)
+    if problem:
+        raise BackendUnavailable(f"the kind cluster is not reachable: {problem}. Fix: "
+                                 '`make cluster-up`, or run the lab with BACKEND="sim"')
+    return k8s.connect(kubeconfig, CONTEXT)
 
 
 def _training_dir() -> Path:

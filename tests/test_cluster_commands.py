@@ -559,3 +559,11 @@ def test_start_up_errors_are_recognised(stderr):
 ])
 def test_real_rejections_are_not_retried(stderr):
     assert not cluster.is_transient(stderr)
+
+
+def test_lab_functions_without_a_cluster_name_the_fix(tmp_path, monkeypatch):
+    monkeypatch.setenv("KUBECONFIG", str(tmp_path / "no-kubeconfig"))
+    with pytest.raises(BackendUnavailable, match="make cluster-up"):
+        cluster.ensure_model_pvc()
+    with pytest.raises(BackendUnavailable, match="make cluster-up"):
+        cluster.delete_inference_service()
