@@ -110,7 +110,38 @@ def check_04_pickle_vs_onnx(results: dict, params: dict) -> None:
         assert pair["rows"] == 45
 
 
+def check_05_serve_with_kserve(results: dict, params: dict) -> None:
+    """Lab 05: valid manifest, loopback server, V1 == V2 == local model, 4xx for bad input."""
+    name = params.get("MODEL_NAME", "iris")
+    pvc = params.get("PVC_NAME", "model-store")
+    assert results["backend"] == params.get("BACKEND", "sim")
+    manifest = results["manifest"]
+    assert manifest["apiVersion"] == "serving.kserve.io/v1beta1"
+    assert manifest["kind"] == "InferenceService" and manifest["metadata"]["name"] == name
+    model = manifest["spec"]["predictor"]["model"]
+    assert model["storageUri"] == f"pvc://{pvc}/{name}/"
+    assert model["modelFormat"]["name"] == "xgboost" and model["runtime"] == "kserve-xgbserver"
+    assert len(results["manifest_refused_problems"]) >= 3
+    assert [tuple(a) for a in results["listening"]] and all(
+        a[0] == "127.0.0.1" for a in results["listening"]), results["listening"]
+    assert all(results["health"].values())
+    hand = results["handwritten"]
+    assert hand["good_status"] == 200 and hand["health_status"] >= 400
+    assert "without an HTTP answer" in hand["bad_input"]
+    assert results["v1_labels"] == results["v2_labels"] == results["local_labels"]
+    assert len(results["v1_labels"]) >= 30 and results["served_accuracy"] >= 0.85
+    statuses = results["bad_input_status"]
+    assert len(statuses) >= 7 and all(400 <= s < 500 for s in statuses.values()), statuses
+    assert statuses["10,001 rows"] == 413 and statuses["unknown model"] == 404
+    n = params.get("N_LATENCY", 200)
+    for protocol in ("v1", "v2"):
+        lat = results["latency"][protocol]
+        assert lat["n"] == n and 0 < lat["p50_ms"] <= lat["p90_ms"] <= lat["p99_ms"]
+    assert results["batch_1000_p50_ms"] > 0 and results["startup_seconds"] > 0
+
+
 CHECKS: dict[str, Callable[[dict, dict], None]] = {
+    "05_serve_with_kserve": check_05_serve_with_kserve,
     "00_setup": check_00_setup,
     "01_gridlock_vs_gang": check_01_gridlock_vs_gang,
     "02_volcano_jobs_and_queues": check_02_volcano_jobs_and_queues,

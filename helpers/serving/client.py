@@ -215,3 +215,30 @@ def _as_lists(rows: Sequence[Sequence[float]] | np.ndarray) -> list:
     if isinstance(rows, np.ndarray):
         return rows.tolist()
     return [list(r) if isinstance(r, tuple | np.ndarray) else r for r in rows]
+
+
+def bad_input_examples(endpoint: Endpoint) -> dict[str, tuple[str, Any]]:
+    """The usual client mistakes, as ``case -> (path, body)``; a ``str`` body is sent raw.
+
+    Used by lab 05 to show each one refused with a 4xx and a message.
+    """
+    model = endpoint.model_name
+    v1, v2 = f"/v1/models/{model}:predict", f"/v2/models/{model}/infer"
+    flower = [5.1, 3.5, 1.4, 0.2]
+    return {
+        "malformed JSON": (v1, '{"instances": [[5.1, 3.5'),
+        "3 numbers, not 4": (v1, {"instances": [flower[:3]]}),
+        "text, not numbers": (v1, {"instances": [["5.1", 3.5, 1.4, 0.2]]}),
+        "NaN": (v2, '{"inputs": [{"name": "input-0", "shape": [1, 4], "datatype": "FP32", '
+                    '"data": [NaN, 3.5, 1.4, 0.2]}]}'),
+        "empty batch": (v2, endpoint.v2_request([])),
+        "unknown model": ("/v1/models/no-such-model:predict", {"instances": [flower]}),
+        "10,001 rows": (v1, {"instances": [flower] * 10_001}),
+    }
+
+
+def probe(endpoint: Endpoint, cases: dict[str, tuple[str, Any]]) -> dict[str, Response]:
+    """POST each case's body to its path and return the raw responses (never raises on 4xx)."""
+    return {case: endpoint.request("POST", path, None if isinstance(body, str) else body,
+                                   data=body if isinstance(body, str) else None)
+            for case, (path, body) in cases.items()}

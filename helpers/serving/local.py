@@ -226,6 +226,16 @@ class LocalServer:
         proc = psutil.Process(self.proc.pid)
         return sum(p.memory_info().rss for p in [proc, *proc.children(recursive=True)])
 
+    def listening_addresses(self) -> list[tuple[str, int]]:
+        """The (address, port) pairs the server process listens on, read from the OS."""
+        import psutil
+
+        if not self.running:
+            raise ServerError("the server is not running: it listens on nothing")
+        conns = psutil.Process(self.proc.pid).connections(kind="inet")
+        return sorted({(c.laddr.ip, c.laddr.port) for c in conns
+                       if c.status == psutil.CONN_LISTEN})
+
     def __repr__(self) -> str:
         state = "running" if self.running else "stopped"
         port = self.port if self.port is not None else "-"
