@@ -113,3 +113,11 @@ def test_training_operator_patch_targets_the_deployment_template():
     assert pg["spec"]["minMember"] == 4 and pg["spec"]["minResources"]["cpu"] == "2000m"
     with pytest.raises(LabError):
         training_operator.apply_json_patch({"spec": {}}, patch)
+
+
+def test_gantt_colours_by_queue():
+    fig = plots.gantt(scheduling.run_scenario("queues", "volcano"), color_by="queue")
+    legend = [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
+    assert legend == ["team-a", "team-b", "held, idle"]
+    with pytest.raises(ValueError, match="color_by"):
+        plots.gantt(scheduling.run_scenario("queues", "volcano"), color_by="node")

@@ -44,28 +44,39 @@ def _lanes(result: dict[str, Any]) -> dict[str, list[tuple[str, float, float | N
     return lanes
 
 
-def gantt(result: SchedulingResult | dict[str, Any], ax=None, title: str | None = None):
+def gantt(result: SchedulingResult | dict[str, Any], ax=None, title: str | None = None,
+          color_by: str = "job"):
     """Draw one row per node lane: hatched while a pod holds resources idle, solid while it works.
 
     Args:
         result: A scheduling result.
         ax: Axes to draw on (a new figure when None).
         title: Axes title (default: the scheduler's name).
+        color_by: ``job`` or ``queue`` (the Volcano queue of the pod's job).
 
     Returns:
         The matplotlib Figure.
     """
     data = _as_dict(result)
+    if color_by not in ("job", "queue"):
+        raise ValueError(f"color_by must be 'job' or 'queue', got {color_by!r}")
     if ax is None:
-        _, ax = plt.subplots(figsize=(9, 0.35 * max(4, len(data["nodes"]) * 2) + 1))
+        _, ax = plt.subplots(figsize=(10, 0.35 * max(4, len(data["nodes"]) * 2) + 1))
+
+    def key_of(pod_name: str) -> str:
+        job = data["pods"][pod_name]["job"]
+        if color_by == "job":
+            return job
+        return str((data["jobs"].get(job) or {}).get("queue") or "(no queue)")
+
     lanes = _lanes(data)
-    jobs = sorted({p["job"] for p in data["pods"].values()})
-    cmap = plt.get_cmap("tab10" if len(jobs) <= 10 else "tab20")
-    colour = {j: cmap(i % cmap.N) for i, j in enumerate(jobs)}
+    keys = sorted({key_of(name) for name in data["pods"]})
+    cmap = plt.get_cmap("tab10" if len(keys) <= 10 else "tab20")
+    colour = {j: cmap(i % cmap.N) for i, j in enumerate(keys)}
     labels = list(lanes)
     for row, lane in enumerate(labels):
         for name, start, working, stop in lanes[lane]:
-            job = data["pods"][name]["job"]
+            job = key_of(name)
             idle_end = working if working is not None else stop
             if idle_end > start:
                 ax.barh(row, idle_end - start, left=start, color=colour[job], alpha=0.35,
@@ -79,9 +90,9 @@ def gantt(result: SchedulingResult | dict[str, Any], ax=None, title: str | None 
     ax.set_xlabel("time (s)")
     verdict = "GRIDLOCKED" if data["gridlocked"] else "no gridlock"
     ax.set_title(title or f"{data['scheduler']} scheduler: {verdict}")
-    handles = [Patch(color=colour[j], label=j) for j in jobs[:12]]
+    handles = [Patch(color=colour[j], label=j) for j in keys[:12]]
     handles.append(Patch(facecolor="white", hatch="///", edgecolor="black", label="held, idle"))
-    ax.legend(handles=handles, fontsize=7, loc="upper right", framealpha=0.8)
+    ax.legend(handles=handles, fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     return ax.figure
 
 
@@ -108,7 +119,7 @@ def utilisation(result: SchedulingResult | dict[str, Any], ax=None, title: str |
     ax.set_xlabel("time (s)")
     ax.set_ylabel(f"share of {u['resource']}")
     ax.set_title(title or f"{data['scheduler']}: waste {data['metrics']['waste_gpu_seconds']:.0f} GPU-s")
-    ax.legend(fontsize=8, loc="upper right")
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     return ax.figure
 
 
@@ -122,7 +133,7 @@ def compare(results: dict[str, SchedulingResult | dict[str, Any]]):
         The matplotlib Figure.
     """
     n = len(results)
-    fig, axes = plt.subplots(2, n, figsize=(6 * n, 7), squeeze=False,
+    fig, axes = plt.subplots(2, n, figsize=(7 * n, 7), squeeze=False,
                              gridspec_kw={"height_ratios": [2, 1]})
     for col, (label, result) in enumerate(results.items()):
         gantt(result, ax=axes[0][col], title=f"{label}: timeline")
