@@ -121,3 +121,22 @@ def test_gantt_colours_by_queue():
     assert legend == ["team-a", "team-b", "held, idle"]
     with pytest.raises(ValueError, match="color_by"):
         plots.gantt(scheduling.run_scenario("queues", "volcano"), color_by="node")
+
+
+def test_cluster_backends_go_through_cluster_run_with_the_same_manifests(monkeypatch):
+    from helpers.backend import Backend
+    from helpers.scheduling import cluster_run
+
+    seen = {}
+
+    def fake_run(manifest_paths, nodes, **kwargs):
+        seen.update(paths=list(manifest_paths), nodes=nodes, **kwargs)
+        return scheduling.run_scenario("chapter", "volcano")
+
+    monkeypatch.setattr(cluster_run, "run", fake_run)
+    kwok = Backend("kwok", "test", kubeconfig="/nonexistent")
+    result = scheduling.run_scenario("chapter", "volcano", kwok, seed=3)
+    assert result.scheduler == "volcano"
+    assert seen["paths"] == scheduling.scenario("chapter").paths("volcano")
+    assert len(seen["nodes"]) == 4 and seen["nodes"][0].allocatable["example.com/gpu"] == 2
+    assert seen["scheduler"] == "volcano" and seen["backend"] is kwok and seen["seed"] == 3

@@ -32,15 +32,19 @@ Result shape (``SchedulingResult.to_dict()``; every backend returns exactly thes
                   "end_time": float,            # the observation window [0, end_time]
                   "utilisation": {"resource": str, "capacity": int,
                                   "t": [...], "allocated": [...], "working": [...]}},
-      "pods": {name: {"job", "node", "phase", "created_at", "bound_at",
-                      "working_at", "finished_at", "slot"}},
+      "pods": {name: {"job", "node",
+                      "phase": "Pending"|"Bound"|"Running"|"Succeeded"|"NotCreated",
+                      "created_at", "bound_at", "working_at", "finished_at",
+                      "slot"}},   # first GPU lane on the node (model only, else None)
       "nodes": {name: {"allocatable": {resource: int}, "max_pods": int}},
       "events": [{"t": float, "type": str, "object": str, "message": str}, ...],
       "warnings": [str, ...],
     }
 
-Times are seconds from the first apply. ``bound`` counts pods placed on a node and not yet
-finished; ``pending`` pods not placed; ``completed`` pods that exited successfully.
+``SchedulingResult.summary()`` renders it for people; ``bound_by_queue(t)`` counts pods
+holding nodes per Volcano queue at time ``t``. Times are seconds from the first apply.
+``bound`` counts pods placed on a node and not yet finished; ``pending`` pods not placed;
+``completed`` pods that exited successfully.
 """
 
 from __future__ import annotations
