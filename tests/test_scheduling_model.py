@@ -31,8 +31,9 @@ REQ = {"cpu": 100, "memory": 64 * 2**20, GPU: 1}
 def pods(job: str, n: int, *, scheduler: str = "default-scheduler", group: str | None = None,
          work: float | None = 60.0, priority: int = 0, req: dict | None = None,
          world: int | None = None) -> list[PodSpec]:
-    return [PodSpec(name=f"{job}-{i}", job=job, requests=dict(REQ if req is None else req), scheduler_name=scheduler,
-                    group=group, world_size=world or n, work_seconds=work, priority=priority)
+    return [PodSpec(name=f"{job}-{i}", job=job, requests=dict(REQ if req is None else req),
+                    scheduler_name=scheduler, group=group, world_size=world or n,
+                    work_seconds=work, priority=priority)
             for i in range(n)]
 
 
@@ -355,3 +356,10 @@ def test_select_keeps_named_workloads_and_queues():
     assert sorted(j.name for j in m.jobs) == ["team-a-job0", "team-b-job0"]
     assert sorted(g.name for g in m.podgroups) == ["team-a-job0", "team-b-job0"]
     assert [q.name for q in m.queues] == ["team-a", "team-b"]
+
+
+def test_restart_always_with_finite_work_is_rejected(tmp_path):
+    text = (MANIFESTS / "two-jobs/default-pods/pods.yaml").read_text().replace(
+        "restartPolicy: Never", "restartPolicy: Always")
+    with pytest.raises(ManifestError, match="restartPolicy: Always restarts a worker"):
+        load_manifests(_write(tmp_path, text))

@@ -346,6 +346,14 @@ def _pod_template(doc: _Doc, spec_path: str, *, name: str, job: str, steps_prior
         missing = [n for n, v in (("WORLD_SIZE", world), ("WORK_SECONDS", work_set)) if not v]
         raise doc.err(f"{spec_path}.containers[].env", f"missing {', '.join(missing)}: the model reads a "
                       "worker's peers and work time from these variables (see cluster/manifests/scheduling)")
+    restart = spec.get("restartPolicy", "Always")
+    if restart not in ("Always", "OnFailure", "Never"):
+        raise doc.err(f"{spec_path}.restartPolicy", f"{restart!r} is not a restart policy "
+                      "(supported: Always, OnFailure, Never)")
+    if restart == "Always" and work is not None:
+        raise doc.err(f"{spec_path}.restartPolicy", "Always restarts a worker that exits, so its "
+                      "WORK_SECONDS would never end the pod: use Never (batch work) or "
+                      "WORK_SECONDS 'forever' (a service)")
     scheduler = spec.get("schedulerName", scheduler_default or DEFAULT_SCHEDULER)
     if scheduler not in (DEFAULT_SCHEDULER, VOLCANO):
         raise doc.err(f"{spec_path}.schedulerName", f"{scheduler!r} is not modelled "
