@@ -20,7 +20,8 @@ import psutil
 import pytest
 
 from helpers import training
-from helpers.serving.client import EndpointError
+from helpers.errors import BackendUnavailable, ManifestError
+from helpers.serving.client import Endpoint, EndpointError
 from helpers.serving.local import LocalServer, ServerError
 
 ROWS = [[6.8, 2.8, 4.8, 1.4], [5.1, 3.5, 1.4, 0.2], [7.7, 3.0, 6.1, 2.3]]
@@ -318,3 +319,44 @@ def test_server_exits_when_its_parent_is_killed(trained):
     finally:
         if child.is_running():
             child.kill()
+
+
+def test_host_header_for_port_forwarded_gateways(server):
+    """An Endpoint sending a Host header (as through an ingress port-forward) still works."""
+    ep = Endpoint(server.url, "iris", host_header="iris.kflabs-serving.example.com")
+    try:
+        assert ep.ready() and ep.predict_v1(ROWS[:1]).shape == (1, 3)
+    finally:
+        ep.close()
+
+
+def test_onnx_model_served_over_http_matches_xgboost(tmp_path, trained):
+    """The ONNX conversion, served by `python -m helpers.serving` (format auto), agrees."""
+    from helpers import serialization
+
+    result = training.train(seed=42)
+    onnx_dir = serialization.save_onnx(serialization.to_onnx(result.model), tmp_path,
+                                       name="iris-onnx").parent
+    with LocalServer(onnx_dir, "iris-onnx", access_log=False) as srv:
+        ep = srv.endpoint()
+        assert "ONNXModel" in srv.logs(tail=None)
+        np.testing.assert_allclose(ep.predict_v1(ROWS), trained[1], atol=1e-5)
+        np.testing.assert_allclose(ep.infer_v2(ROWS), trained[1], atol=1e-5)
+        assert ep.request("POST", "/v1/models/iris-onnx:predict",
+                          {"instances": [[1, 2, 3]]}).status == 400
+        ep.close()
+
+
+def test_submit_on_sim_serves_the_manifest(tmp_path, trained):
+    """deploy.submit: the manifest's name and pvc:// path select what the local server runs."""
+    from helpers.backend import Backend
+    from helpers.serving import deploy, isvc
+
+    store = trained[0].parent
+    manifest = isvc.inference_service("iris", isvc.pvc_uri("model-store", trained[0].name))
+    assert deploy.local_model_dir(manifest, store) == trained[0]
+    with pytest.raises(BackendUnavailable, match="BACKEND='sim'"):
+        deploy.submit(manifest, Backend("kind", "test"), store)
+    s3 = isvc.inference_service("iris", "s3://models-bucket/iris/")
+    with pytest.raises(ManifestError, match="only pvc://"):
+        deploy.submit(s3, Backend("sim", "test"), store)
