@@ -363,3 +363,28 @@ def test_restart_always_with_finite_work_is_rejected(tmp_path):
         "restartPolicy: Never", "restartPolicy: Always")
     with pytest.raises(ManifestError, match="restartPolicy: Always restarts a worker"):
         load_manifests(_write(tmp_path, text))
+
+
+def test_capability_caps_deserved_and_the_rest_flows_to_other_queues():
+    qa = QueueSpec(name="qa", weight=3, capability={GPU: 2})
+    qb = QueueSpec(name="qb", weight=1)
+    jobs, groups = [], []
+    for q in ("qa", "qb"):
+        for k in range(4):
+            name = f"{q}-{k}"
+            jobs.append(pods(name, 2, scheduler="volcano", group=name))
+            groups.append(gang(name, 2, q, min_res=False))
+    r = simulate(bare(*jobs, podgroups=groups, queues=[qa, qb]), make_nodes(4, 2), "volcano")
+    # water-filling: qa deserves 6 by weight but is capped at 2; qb gets what qa cannot use
+    assert r.bound_by_queue(1.0) == {"qa": 2, "qb": 6}
+
+
+def test_queue_order_prefers_the_lower_share():
+    attr_busy = volcano._QueueAttr("busy", 1, 0, 0, 1)
+    attr_idle = volcano._QueueAttr("idle", 1, 0, 1, 1)
+    attr_busy.deserved, attr_busy.allocated = [4.0], [3.0]
+    attr_idle.deserved, attr_idle.allocated = [4.0], [1.0]
+    for a in (attr_busy, attr_idle):
+        a.update_share()
+    assert (attr_busy.share, attr_idle.share) == (0.75, 0.25)
+    assert min([attr_busy, attr_idle], key=volcano._QueueAttr.order).name == "idle"
