@@ -251,7 +251,7 @@ def test_sample_rows_is_seeded_float32():
 def test_bench_section_shape():
     """The bench section reports training+saving time and one table row per format."""
     figures = serialization.bench()
-    assert figures["train_and_save_seconds"] > 0
+    assert figures["train_and_save_seconds"] > 0 and figures["train_command_cold_seconds"] > 0
     assert set(figures["serialization"]) == set(serialization.TABLE_FORMATS)
     assert all(row["bytes"] > 0 for row in figures["serialization"].values())
 
