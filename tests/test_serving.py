@@ -144,6 +144,7 @@ BAD_INPUTS = [
     ("v2-unknown-model", "/v2/models/nope/infer", _v2(ROWS, [3, 4]), None, 404, ["nope"]),
     ("v1-oversized", V1, {"instances": [[1, 2, 3, 4]] * 2001}, None, 413, ["2001", "2000"]),
     ("v2-oversized", V2, _v2([[1, 2, 3, 4]] * 2001, [2001, 4]), None, 413, ["limit"]),
+    ("huge-body", V1, {"instances": [[1.5, 2.5, 3.5, 4.5]] * 500_000}, None, 413, ["bytes"]),
 ]
 
 

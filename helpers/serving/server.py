@@ -72,6 +72,35 @@ async def _bad_request_body(request: Request, exc: RequestValidationError) -> JS
     return _json_error(400, message)
 
 
+#: Bodies declared larger than this are refused with 413 before they are read. 10,000 rows
+#: of four numbers are about 0.5 MB of JSON, so this leaves ample room.
+DEFAULT_MAX_BODY_BYTES = 8 * 2**20
+
+
+class BodySizeLimit:
+    """ASGI middleware: answer 413 when a request declares a body above ``max_bytes``.
+
+    Without it, a huge body is read into memory and parsed before the row limit can refuse
+    it. The check uses the ``Content-Length`` header (set by every common HTTP client).
+    """
+
+    def __init__(self, app, max_bytes: int = DEFAULT_MAX_BODY_BYTES):
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] == "http":
+            declared = dict(scope.get("headers") or []).get(b"content-length", b"0")
+            size = int(declared) if declared.isdigit() else 0
+            if size > self.max_bytes:
+                message = (f"request body of {size} bytes is larger than this server's limit of "
+                           f"{self.max_bytes} bytes: send fewer rows per request")
+                _log.warning("%s %s -> 413: %s", scope.get("method"), scope.get("path"), message)
+                await _json_error(413, message)(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+
 class LoopbackRESTServer(RESTServer):
     """kserve's ``RESTServer`` with a configurable bind host and clearer 4xx answers.
 
@@ -79,14 +108,21 @@ class LoopbackRESTServer(RESTServer):
         *args: passed to ``RESTServer``.
         host: the address uvicorn binds (kserve writes ``0.0.0.0`` into its config).
         access_log: whether uvicorn logs one line per request.
+        max_body_bytes: larger declared bodies get 413 unread (:class:`BodySizeLimit`).
         **kwargs: passed to ``RESTServer``.
     """
 
-    def __init__(self, *args, host: str = "127.0.0.1", access_log: bool = True, **kwargs):
+    def __init__(self, *args, host: str = "127.0.0.1", access_log: bool = True,
+                 max_body_bytes: int = DEFAULT_MAX_BODY_BYTES, **kwargs):
+        self.max_body_bytes = max_body_bytes
         super().__init__(*args, **kwargs)
         # The seam: uvicorn reads config.host only when serve() opens the socket.
         self.config.host = host
         self.config.access_log = access_log
+
+    def _add_middlewares(self, app: FastAPI) -> None:
+        super()._add_middlewares(app)
+        app.add_middleware(BodySizeLimit, max_bytes=self.max_body_bytes)
 
     def _add_exception_handlers(self, app: FastAPI) -> None:
         super()._add_exception_handlers(app)
