@@ -26,7 +26,8 @@ from helpers.scheduling.simulate import SimConfig, simulate
 ORDERS = ("interleaved", "A first", "B first")
 
 
-def two_jobs(size_a: int, size_b: int, order: str, scheduler: str, work_seconds: float = 120.0) -> Manifests:
+def two_jobs(size_a: int, size_b: int, order: str, scheduler: str, work_seconds: float = 120.0, *,
+             min_resources: bool = True) -> Manifests:
     """Two gang jobs of one-GPU workers, created in ``order``, for ``scheduler``.
 
     Args:
@@ -35,6 +36,8 @@ def two_jobs(size_a: int, size_b: int, order: str, scheduler: str, work_seconds:
         order: ``interleaved`` (A0, B0, A1, B1, ...), ``A first`` or ``B first``.
         scheduler: ``default`` (bare pods) or ``volcano`` (bare pods + PodGroups).
         work_seconds: Work after the rendezvous.
+        min_resources: Give the PodGroups ``minResources`` (Volcano's enqueue gate); without
+            it enqueue admits both gangs and only allocate's statement protects them.
 
     Raises:
         LabError: Sizes below 1 or an unknown order.
@@ -53,8 +56,9 @@ def two_jobs(size_a: int, size_b: int, order: str, scheduler: str, work_seconds:
                               group=name if volcano else None, world_size=size,
                               work_seconds=work_seconds, source="explorer") for i in range(size)]
         if volcano:
+            total = {k: v * size for k, v in req.items()} if min_resources else None
             step.podgroups.append(PodGroupSpec(name=name, min_member=size, source="explorer",
-                                               min_resources={k: v * size for k, v in req.items()}))
+                                               min_resources=total))
         step.jobs.append(JobSpec(name=name, kind="Pods", pods=pods[name], source="explorer"))
     a, b = pods["train-a"], pods["train-b"]
     if order == "interleaved":
@@ -65,9 +69,10 @@ def two_jobs(size_a: int, size_b: int, order: str, scheduler: str, work_seconds:
 
 
 def explore(nodes: int = 3, *, gpus_per_node: int = 2, size_a: int = 4, size_b: int = 4,
-            order: str = "interleaved", scheduler: str = "default", seed: int = 0) -> SchedulingResult:
-    """Run the two-job workload on ``nodes`` identical nodes and return the result."""
-    manifests = two_jobs(size_a, size_b, order, scheduler)
+            order: str = "interleaved", scheduler: str = "default", seed: int = 0,
+            min_resources: bool = True) -> SchedulingResult:
+    """Run the two-job workload (:func:`two_jobs`) on ``nodes`` identical nodes; return the result."""
+    manifests = two_jobs(size_a, size_b, order, scheduler, min_resources=min_resources)
     return simulate(manifests, make_nodes(nodes, gpus_per_node), scheduler, seed=seed,
                     config=SimConfig(horizon=600))
 
