@@ -11,8 +11,9 @@ Faithful to the upstream scheduler in the parts that decide the lessons:
   ``pods`` limit. Extended resources such as ``example.com/gpu`` are checked the same way.
 * **Score** (``NodeResourcesFit`` with the ``LeastAllocated`` strategy, cpu and memory
   weight 1): ``(allocatable - requested) * 100 / allocatable`` per resource, integer
-  arithmetic, weighted mean. Pods without cpu/memory requests count 100m / 200Mi
-  (the scheduler's non-zero defaults). Ties are broken at random (seeded here).
+  arithmetic, weighted mean. An incoming pod without cpu/memory requests counts 100m /
+  200Mi (the scheduler's non-zero defaults; the model does not apply them to pods already
+  on the node). Ties are broken at random (seeded here).
 * **Requeue**: when resources are freed (an assigned pod terminates) every unschedulable
   pod moves back to the active queue (NodeResourcesFit's queueing hint for pod deletion).
 * Pods naming another ``schedulerName`` are not this scheduler's business.
