@@ -209,13 +209,6 @@ class Manifests:
                 bare_pods=[p for p in s.bare_pods if keep(p.job)]))
         return Manifests(steps)
 
-    def needs_volcano(self) -> list[str]:
-        """Sources of objects that only exist once Volcano is installed (CRDs, schedulerName)."""
-        out = [g.source for g in self.podgroups] + [q.source for q in self.queues]
-        out += [j.source for j in self.jobs if j.kind == "VolcanoJob"]
-        out += [p.source for j in self.jobs for p in j.pods if p.scheduler_name == VOLCANO]
-        return sorted(set(out))
-
 
 def make_nodes(count: int, gpus: int = 2, cpu: str | int = "4", memory: str = "8Gi", *,
                max_pods: int = 110, prefix: str = "node") -> list[NodeSpec]:
