@@ -55,6 +55,28 @@ def die_with_parent(parent_pid: int | None = None) -> str:
     return mechanism
 
 
+#: Optional packages this process never uses, each imported by a library only if installed.
+UNUSED_OPTIONAL = {
+    # kserve imports the kubernetes dynamic client, which imports kubernetes_validate (and
+    # its JSON-schema format checkers, ~2 s) when present; nothing here validates objects.
+    "kubernetes_validate": "kubernetes.dynamic validation",
+    # xgboost.compat imports scikit-learn (and SciPy's stats, ~3 s) to offer its sklearn
+    # estimator API; the server uses only the Booster.
+    "sklearn": "xgboost's scikit-learn wrapper",
+}
+
+
+def skip_unused_optional_imports() -> None:
+    """Mark :data:`UNUSED_OPTIONAL` as absent in this process, to cut start-up time.
+
+    Each is imported inside ``try: ... except ImportError`` by the library that wants it, so
+    a ``None`` entry in ``sys.modules`` makes that optional import fail cleanly - as it does
+    in a slim runtime image without those packages. Only the server process does this.
+    """
+    for name in UNUSED_OPTIONAL:
+        sys.modules.setdefault(name, None)
+
+
 def _exit_cleanly(signum: int, _frame: object) -> None:
     print(f"helpers.serving: stopped by signal {signal.Signals(signum).name}", flush=True)
     raise SystemExit(0)
@@ -91,11 +113,7 @@ def main(argv: list[str] | None = None) -> int:
     find_model_file(args.model_dir, extensions)  # fail fast, before the slow kserve import
     # kserve.model_server parses sys.argv when imported: give it none of ours.
     sys.argv = sys.argv[:1]
-    # The model server never validates Kubernetes objects, but kserve imports the
-    # kubernetes dynamic client, which imports kubernetes_validate (and its JSON-schema
-    # format checkers, ~2 s) when installed. Marking it absent makes that optional import
-    # fail cleanly, as it does in KServe's own runtime images.
-    sys.modules.setdefault("kubernetes_validate", None)
+    skip_unused_optional_imports()
     from helpers.serving.models import model_for_dir
     from helpers.serving.server import LoopbackModelServer
 

@@ -151,10 +151,14 @@ def run() -> dict[str, Any]:
             conc = measure_throughput(server.url, "iris", row, clients=8,
                                       requests_per_client=250)
             rss = server.rss_bytes()
-            startup = server.startup_seconds
+            startup, startup_cpu = server.startup_seconds, server.startup_cpu_seconds
             ep.close()
     figures = {
         "startup_s": round(startup, 2),
+        # CPU seconds the server used until ready: what start-up costs on an idle machine.
+        "startup_cpu_s": startup_cpu,
+        # 1-minute load average when measured: figures above ~2 mean a shared, busy machine.
+        "load_average_1m": round(os.getloadavg()[0], 2),
         "v1_single_row": {k: v for k, v in v1.items() if k != "samples_ms"},
         "v2_single_row": {k: v for k, v in v2.items() if k != "samples_ms"},
         "v1_batch_1000_ms": {"p50": batch_v1["p50_ms"], "p99": batch_v1["p99_ms"]},

@@ -93,6 +93,7 @@ class LocalServer:
         self._tmpdir: tempfile.TemporaryDirectory | None = None
         self.proc: subprocess.Popen | None = None
         self.startup_seconds: float | None = None
+        self.startup_cpu_seconds: float | None = None
         self._finalizer: weakref.finalize | None = None
 
     # -- lifecycle ---------------------------------------------------------------------
@@ -153,7 +154,19 @@ class LocalServer:
             self.stop()
             raise
         self.startup_seconds = time.perf_counter() - started
+        self.startup_cpu_seconds = self._cpu_seconds()
         return self
+
+    def _cpu_seconds(self) -> float | None:
+        """CPU time (user + system) the server has used so far: start-up cost without the
+        noise of a busy machine."""
+        import psutil
+
+        try:
+            times = psutil.Process(self.proc.pid).cpu_times()
+        except psutil.NoSuchProcess:
+            return None
+        return round(times.user + times.system, 3)
 
     def _wait_ready(self, timeout: float) -> None:
         endpoint = Endpoint(self.url, self.model_name, timeout=(0.5, 2.0))
