@@ -388,3 +388,10 @@ def test_queue_order_prefers_the_lower_share():
         a.update_share()
     assert (attr_busy.share, attr_idle.share) == (0.75, 0.25)
     assert min([attr_busy, attr_idle], key=volcano._QueueAttr.order).name == "idle"
+
+
+def test_vcjob_task_errors_name_the_task_field(tmp_path):
+    text = (MANIFESTS / "chapter/volcano/20-train-small.yaml").read_text().replace(
+        "      replicas: 3\n", "")
+    with pytest.raises(ManifestError, match=r"bad.yaml \(document 0\): field spec\.tasks\.0\.replicas"):
+        load_manifests(_write(tmp_path, text))

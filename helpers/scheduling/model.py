@@ -476,12 +476,12 @@ def _parse_vcjob(doc: _Doc, step: ApplyStep, priorities: dict[str, int], name: s
         raise doc.err("spec.tasks", "must list at least one task")
     pods: list[PodSpec] = []
     for t, task in enumerate(tasks):
-        tdoc = _Doc(task if isinstance(task, dict) else {}, doc.source)
-        tname = tdoc.get("name", kind=str)
-        replicas = tdoc.get("replicas", kind=int)
-        tdoc.get("minAvailable", kind=int)
-        tdoc.get("maxRetry", kind=int)
-        sub = _Doc({"spec": {"tasks": {str(t): task}}}, doc.source)
+        # Address the task as spec.tasks.<i> so errors name the full field path.
+        sub = _Doc({"spec": {"tasks": {str(t): task if isinstance(task, dict) else {}}}}, doc.source)
+        tname = sub.get(f"spec.tasks.{t}.name", kind=str)
+        replicas = sub.get(f"spec.tasks.{t}.replicas", kind=int)
+        sub.get(f"spec.tasks.{t}.minAvailable", kind=int)
+        sub.get(f"spec.tasks.{t}.maxRetry", kind=int)
         spec_path = f"spec.tasks.{t}.template.spec"
         for i in range(replicas):
             pods.append(_pod_template(sub, spec_path, name=f"{name}-{tname}-{i}", job=name,
