@@ -45,6 +45,15 @@ Result shape (``SchedulingResult.to_dict()``; every backend returns exactly thes
 holding nodes per Volcano queue at time ``t``. Times are seconds from the first apply.
 ``bound`` counts pods placed on a node and not yet finished; ``pending`` pods not placed;
 ``completed`` pods that exited successfully.
+
+Where the model simplifies (details in each module's docstring): time is simulated and
+exact (a fixed 1 s container start, no image pulls, pods terminate instantly and never
+fail); kube-scheduler is modelled by its queue, NodeResourcesFit and LeastAllocated only
+(no preemption, affinity, taints, topology spread, node sampling or backoff timers);
+Volcano by enqueue (overcommit + proportion), allocate (gang statements, queue shares),
+backfill and PodGroup phases (no preemption/reclaim, pipelining, hierarchical queues,
+guarantee, network topology or job restart policies). Controllers are modelled only as far
+as pod creation order (Job/ReplicaSet slow-start batches; Volcano Jobs after Inqueue).
 """
 
 from __future__ import annotations
