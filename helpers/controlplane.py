@@ -467,9 +467,14 @@ class Component:
     timeout: float = 60.0
 
 
-def _http_ok(url: str, context: ssl.SSLContext | None = None, expect: str = "ok") -> bool:
+def _http_ok(url: str, context: ssl.SSLContext | None = None, expect: str = "ok",
+             token: str | None = None) -> bool:
+    request = urllib.request.Request(url)  # noqa: S310 - http(s) on loopback, built here
+    if token:
+        # AlwaysAllow makes kube-apiserver turn anonymous access off: probes authenticate.
+        request.add_header("Authorization", f"Bearer {token}")
     try:
-        with urllib.request.urlopen(url, timeout=2, context=context) as resp:  # noqa: S310 - loopback
+        with urllib.request.urlopen(request, timeout=2, context=context) as resp:  # noqa: S310 - loopback
             return resp.status == 200 and expect in resp.read().decode(errors="replace")
     except (urllib.error.URLError, OSError, ValueError):
         return False
@@ -494,7 +499,6 @@ def _components(st: Path, p: dict[str, int], token: str) -> list[Component]:
     common_auth = [f"--kubeconfig={kc}", f"--authentication-kubeconfig={kc}",
                    f"--authorization-kubeconfig={kc}", "--leader-elect=false",
                    "--bind-address=127.0.0.1"]
-    del token  # the token reaches the components through the kubeconfig only
     return [
         Component("etcd", [
             str(b / "etcd"), "--name=kflabs", f"--data-dir={st / 'etcd-data'}",
@@ -523,7 +527,8 @@ def _components(st: Path, p: dict[str, int], token: str) -> list[Component]:
             "--authorization-mode=AlwaysAllow", f"--token-auth-file={st / 'tokens.csv'}",
             "--enable-priority-and-fairness=false", "--profiling=false",
             "--allow-privileged=true",
-        ], p["kube-apiserver"], lambda: _http_ok(f"{api}/readyz", verified), timeout=90),
+        ], p["kube-apiserver"], lambda: _http_ok(f"{api}/readyz", verified, token=token),
+            timeout=90),
         Component("kube-controller-manager", [
             str(b / "kube-controller-manager"), *common_auth,
             f"--secure-port={p['kube-controller-manager']}",
@@ -590,9 +595,12 @@ def is_up() -> bool:
     if set(table) != {c for c in BINARIES} or not all(_alive(e) for e in table.values()):
         return False
     pki = state_dir() / "pki" / "ca.crt"
-    return pki.is_file() and _http_ok(
-        f"https://127.0.0.1:{table['kube-apiserver']['port']}/readyz",
-        ssl.create_default_context(cafile=str(pki)))
+    tokens = state_dir() / "tokens.csv"
+    if not (pki.is_file() and tokens.is_file()):
+        return False
+    return _http_ok(f"https://127.0.0.1:{table['kube-apiserver']['port']}/readyz",
+                    ssl.create_default_context(cafile=str(pki)),
+                    token=tokens.read_text().split(",", 1)[0])
 
 
 def down(quiet: bool = False) -> list[str]:
@@ -830,9 +838,27 @@ def create_fake_nodes(api, count: int, gpus: int, *, prefix: str = "kwok-node",
     delete_fake_nodes(api)
     names = [f"{prefix}-{i}" for i in range(count)]
     for name in names:
-        k8s.apply(api, fake_node(name, gpus, cpu=cpu, memory=memory))
+        add_fake_node(api, fake_node(name, gpus, cpu=cpu, memory=memory))
     k8s.wait_nodes_ready(api, names, timeout=wait)
     return names
+
+
+def add_fake_node(api, node: dict) -> None:
+    """Create one Node from :func:`fake_node` and set its capacity on the status subresource.
+
+    The capacity is written twice on purpose: a create keeps it today, but status belongs to
+    the status subresource, which is where kind nodes get their GPUs patched too.
+    """
+    from kubernetes import client
+    from kubernetes.client.exceptions import ApiException
+
+    core = client.CoreV1Api(api)
+    try:
+        core.create_node(node)
+    except ApiException as exc:
+        if exc.status != 409:
+            raise
+    core.patch_node_status(node["metadata"]["name"], {"status": node["status"]})
 
 
 def delete_fake_nodes(api) -> None:

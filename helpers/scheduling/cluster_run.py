@@ -383,7 +383,7 @@ def run(manifest_paths: Sequence[str | Path] | str | Path, nodes: Sequence[NodeS
         controlplane.delete_fake_nodes(api)
         objs = node_objects(nodes)
         for obj in objs:
-            k8s.apply(api, obj)
+            controlplane.add_fake_node(api, obj)
         k8s.wait_nodes_ready(api, [o["metadata"]["name"] for o in objs], timeout=60)
     for ns in namespaces:
         k8s.ensure_namespace(api, ns)
@@ -608,7 +608,7 @@ def throughput_comparison(nodes: int = 1000, gpus_per_node: int = 8, gangs: int 
     controlplane.delete_fake_nodes(api)
     start = time.perf_counter()
     for obj in node_objects(node_specs):
-        core.create_node(obj)
+        controlplane.add_fake_node(api, obj)
     k8s.wait_nodes_ready(api, [n.name for n in node_specs], timeout=300)
     out: dict[str, Any] = {"nodes": nodes, "node_create_seconds": round(time.perf_counter() - start, 1)}
     total = gangs * gang_size
