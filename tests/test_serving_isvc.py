@@ -165,3 +165,10 @@ def test_load_yaml_refuses_missing_and_multi_doc(tmp_path):
     two.write_text("a: 1\n---\nb: 2\n")
     with pytest.raises(ManifestError, match="2 YAML documents"):
         isvc.load_yaml(two)
+
+
+def test_sdk_version_must_match_the_pin(manifest, monkeypatch):
+    """Validating with an SDK other than the pinned KServe release is itself a problem."""
+    monkeypatch.setattr(isvc, "_sdk_version", lambda: "0.11.0")
+    with pytest.raises(ManifestError, match="pins KServe"):
+        isvc.validate(manifest)

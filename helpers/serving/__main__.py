@@ -36,6 +36,9 @@ def die_with_parent(parent_pid: int | None = None) -> str:
 
     Returns:
         The mechanism used: ``"prctl"`` (Linux) or ``"watch-thread"``.
+
+    Linux delivers the signal when the *thread* that started this process exits, so start
+    the server from a long-lived thread (a notebook cell runs on the kernel's main thread).
     """
     mechanism = "watch-thread"
     if sys.platform.startswith("linux"):

@@ -192,6 +192,10 @@ def validate(doc: Mapping[str, Any], for_kind: bool = True) -> dict:
 def schema_problems(doc: Mapping[str, Any]) -> list[str]:
     """Parse ``doc`` into the kserve SDK classes; return every schema problem found."""
     problems: list[str] = []
+    sdk, pinned = _sdk_version(), versions.pin("kserve").lstrip("v")
+    if sdk != pinned:
+        problems.append(f"the installed kserve SDK is {sdk} but cluster/versions.yaml pins KServe "
+                        f"{pinned}: the schema checked would not be the cluster's (run make setup)")
     if doc.get("apiVersion") != API_VERSION:
         problems.append(f"apiVersion: {doc.get('apiVersion')!r}, expected {API_VERSION!r}")
     if doc.get("kind") != KIND:
@@ -207,6 +211,12 @@ def schema_problems(doc: Mapping[str, Any]) -> list[str]:
     else:
         _parse(doc["spec"], "V1beta1InferenceServiceSpec", "spec", problems)
     return problems
+
+
+def _sdk_version() -> str:
+    from importlib.metadata import version
+
+    return version("kserve")
 
 
 _PRIMITIVES = {"str": (str, int, float), "int": (int,), "float": (int, float), "bool": (bool,),
