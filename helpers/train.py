@@ -3,10 +3,11 @@
 The same code as lab 03 (:mod:`helpers.training`), as a command::
 
     python -m helpers.train --output-dir DIR [--seed S] [--format json|ubj] [--name iris]
-                            [--n-estimators N] [--test-fraction F]
+                            [--n-estimators N] [--test-fraction F] [--onnx]
 
 writes ``DIR/<name>/model.<format>`` (one model file per model folder, as KServe expects)
-and prints where the model went. On a cluster ``DIR`` is the mounted PVC.
+and, with ``--onnx``, ``DIR/<name>-onnx/model.onnx``; it prints where each model went.
+On a cluster ``DIR`` is the mounted PVC.
 """
 
 from __future__ import annotations
@@ -37,6 +38,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="boosting rounds (trees per class)")
     parser.add_argument("--test-fraction", type=float, default=0.3,
                         help="share of each species held out for evaluation (0 < f < 1)")
+    parser.add_argument("--onnx", action="store_true",
+                        help="also export ONNX to OUTPUT_DIR/NAME-onnx/model.onnx (its own folder)")
     return parser
 
 
@@ -56,6 +59,13 @@ def main(argv: list[str] | None = None) -> int:
     print(f"trained iris classifier: seed {args.seed}, test accuracy {result.accuracy:.3f} "
           f"on {len(result.y_test)} held-out rows")
     print(f"saved model to {path}")
+    if args.onnx:
+        # Imported only when asked: onnx and onnxmltools add a second to a cold start.
+        from helpers import serialization
+
+        onnx_path = serialization.save_onnx(serialization.to_onnx(result.model), store,
+                                            name=f"{args.name}-onnx")
+        print(f"saved ONNX model to {onnx_path}")
     return 0
 
 

@@ -293,6 +293,20 @@ def test_cli_name_rounds_and_test_fraction(tmp_path, capsys):
                           training.predict(expected.model.get_booster(), expected.X_test)[1])
 
 
+def test_cli_onnx_goes_to_its_own_folder(tmp_path, capsys):
+    """--onnx adds NAME-onnx/model.onnx beside NAME/model.json, one model per folder."""
+    from helpers import serialization
+
+    train_main(["--output-dir", str(tmp_path), "--onnx"])
+    assert sorted(p.name for p in (tmp_path / "iris").iterdir()) == ["model.json"]
+    assert sorted(p.name for p in (tmp_path / "iris-onnx").iterdir()) == ["model.onnx"]
+    assert f"saved ONNX model to {tmp_path / 'iris-onnx' / 'model.onnx'}" in capsys.readouterr().out
+    expected = training.train(seed=42)
+    labels, _ = serialization.predict_onnx(serialization.load_onnx(tmp_path / "iris-onnx"),
+                                           expected.X_test)
+    assert np.array_equal(labels, expected.model.predict(expected.X_test))
+
+
 @pytest.mark.parametrize("argv", [["--seed", "1"],
                                   ["--output-dir", "x", "--format", "pkl"],
                                   ["--output-dir", "x", "--n-estimators", "0"],
