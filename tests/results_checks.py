@@ -140,6 +140,25 @@ def check_05_serve_with_kserve(results: dict, params: dict) -> None:
     assert results["batch_1000_p50_ms"] > 0 and results["startup_seconds"] > 0
 
 
+def check_06_end_to_end(results: dict, params: dict) -> None:
+    """Lab 06: the compiled DAG, the run's outputs, and the served model = the trained one."""
+    assert results["backend"] in ("sim", "kind")
+    assert results["order"] == ["volume", "train", "serve", "predict"]
+    assert results["tasks"] == {"volume": [], "train": ["volume"], "serve": ["train"],
+                                "predict": ["serve", "train"]}
+    assert results["schema_version"] == "2.1.0" and len(results["components"]) == 4
+    assert results["pipeline_yaml"].endswith("iris-end-to-end.yaml")
+    assert results["storage_uri"] == f"pvc://model-store/{params.get('MODEL_NAME', 'iris')}/"
+    assert results["n_rows"] == 45, "30% of each of the three classes of 50"
+    assert 0.8 < results["served_accuracy"] <= 1.0
+    if results["backend"] == "sim":
+        # Same model file, same rows: the served accuracy is the trained one, exactly.
+        assert results["train_metrics"]["train_accuracy"] == results["served_accuracy"]
+    assert results["v1_v2_max_diff"] < 1e-6
+    assert results["n_same_as_retrained"] == results["n_rows"], "served != retrained with the same seed"
+    assert results["pipeline_seconds"] > 0
+
+
 CHECKS: dict[str, Callable[[dict, dict], None]] = {
     "05_serve_with_kserve": check_05_serve_with_kserve,
     "00_setup": check_00_setup,
@@ -147,4 +166,5 @@ CHECKS: dict[str, Callable[[dict, dict], None]] = {
     "02_volcano_jobs_and_queues": check_02_volcano_jobs_and_queues,
     "03_train_iris_xgboost": check_03_train_iris_xgboost,
     "04_pickle_vs_onnx": check_04_pickle_vs_onnx,
+    "06_end_to_end": check_06_end_to_end,
 }
