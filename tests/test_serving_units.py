@@ -155,3 +155,13 @@ def test_handwritten_server_shows_the_missing_pieces(store):
     finally:
         srv.stop()
         srv.stop()
+
+
+def test_architecture_picture_names_every_stage():
+    """The architecture figure draws the five stages and the kit's two runtimes."""
+    from helpers.serving import diagram
+
+    fig = diagram.plot_architecture()
+    texts = {t.get_text() for t in fig.axes[0].texts}
+    assert set(diagram.STAGES) <= texts
+    assert {"XGBoost\n(xgbserver)", "ONNX\n(Triton)"} <= texts
