@@ -31,6 +31,7 @@ SECTIONS: dict[str, str] = {
     "models": "helpers.serialization:bench",
     "serving": "helpers.serving.bench:run",
     "scheduling": "helpers.scheduling.bench:run",
+    "e2e": "helpers.pipeline:bench",
 }
 
 
