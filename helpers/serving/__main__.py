@@ -109,6 +109,9 @@ def main(argv: list[str] | None = None) -> int:
     """Check the model directory, load the model, serve until SIGTERM/SIGINT."""
     args = parse_args(argv)
     die_with_parent(args.parent_pid)
+    if args.host not in ("127.0.0.1", "::1", "localhost"):
+        print(f"helpers.serving: warning: binding {args.host} exposes the model beyond this "
+              "machine; do this only inside a container or behind a firewall", flush=True)
     if not 0 < args.http_port < 65536:
         raise LabError(f"--http-port {args.http_port} is not a TCP port: use 1-65535")
     extensions = {"auto": XGBOOST_EXTENSIONS + ONNX_EXTENSIONS, "xgboost": XGBOOST_EXTENSIONS,
