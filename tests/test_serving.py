@@ -361,3 +361,14 @@ def test_submit_on_sim_serves_the_manifest(tmp_path, trained):
     s3 = isvc.inference_service("iris", "s3://models-bucket/iris/")
     with pytest.raises(ManifestError, match="only pvc://"):
         deploy.submit(s3, Backend("sim", "test"), store)
+
+
+def test_bench_measurements_have_their_shape(server, ep):
+    """measure_latency / measure_throughput return complete summaries (figures not asserted)."""
+    from helpers.serving import bench
+
+    lat = bench.measure_latency(ep, ROWS[:1], n=20, protocol="v2", warmup=2)
+    assert lat["n"] == len(lat["samples_ms"]) == 20
+    assert 0 < lat["p50_ms"] <= lat["p99_ms"] <= lat["max_ms"]
+    conc = bench.measure_throughput(server.url, "iris", ROWS[:1], clients=2, requests_per_client=5)
+    assert conc["requests"] == 10 and conc["errors"] == [] and conc["rps"] > 0

@@ -165,3 +165,17 @@ def test_architecture_picture_names_every_stage():
     texts = {t.get_text() for t in fig.axes[0].texts}
     assert set(diagram.STAGES) <= texts
     assert {"XGBoost\n(xgbserver)", "ONNX\n(Triton)"} <= texts
+
+
+def test_latency_table_and_picture():
+    """The lab's latency table has one row per result; the picture draws each series."""
+    from helpers.serving import bench
+
+    runs = [{"protocol": p, "rows": 1, "n": 4, "p50_ms": 2.0, "p90_ms": 3.0, "p99_ms": 4.0,
+             "max_ms": 4.5, "samples_ms": [1.5, 2.0, 3.0, 4.5]} for p in ("v1", "v2")]
+    table = bench.latency_table(runs)
+    assert table.count("\n") == 3 and "| v2 | 1 | 4 | 2.00 |" in table
+    fig = bench.plot_latency(runs)
+    labels = [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
+    assert any(label.startswith("v1") for label in labels) and "p99 target" in labels
+    assert bench.percentile([1, 2, 3, 4, 5], 50) == 3

@@ -21,6 +21,7 @@ import signal
 import sys
 import threading
 import time
+import warnings
 
 from helpers.errors import LabError, cli_errors
 from helpers.model_store import ONNX_EXTENSIONS, XGBOOST_EXTENSIONS, find_model_file
@@ -120,6 +121,9 @@ def main(argv: list[str] | None = None) -> int:
     # kserve.model_server parses sys.argv when imported: give it none of ours.
     sys.argv = sys.argv[:1]
     skip_unused_optional_imports()
+    # kserve 0.20 still answers with FastAPI's ORJSONResponse, which FastAPI now flags as
+    # deprecated on every first use: noise in the learner's log, nothing they can act on.
+    warnings.filterwarnings("ignore", message="ORJSONResponse is deprecated")
     from helpers.serving.models import model_for_dir
     from helpers.serving.server import LoopbackModelServer
 

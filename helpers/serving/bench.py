@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 from matplotlib.figure import Figure
+from matplotlib.ticker import FuncFormatter
 
 from helpers.serving.client import Endpoint
 
@@ -111,9 +112,13 @@ def latency_table(results: Sequence[dict[str, Any]]) -> str:
 
 def plot_latency(results: Sequence[dict[str, Any]], p50_target: float = TARGETS["p50_ms"],
                  p99_target: float = TARGETS["p99_ms"]) -> Figure:
-    """Latency distributions per protocol (histogram, log x) with the p50/p99 targets."""
-    fig = Figure(figsize=(8, 3.2))
-    ax = fig.subplots()
+    """Latency distributions per protocol (histogram, log x) with the p50/p99 targets.
+
+    Made with pyplot so Jupyter's inline backend shows it; it renders headless too.
+    """
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(8, 3.2))
     upper = max(max(r["samples_ms"]) for r in results)
     bins = np.logspace(np.log10(max(0.1, min(min(r["samples_ms"]) for r in results))),
                        np.log10(max(upper, p99_target) * 1.1), 40)
@@ -124,6 +129,10 @@ def plot_latency(results: Sequence[dict[str, Any]], p50_target: float = TARGETS[
     for value, style, name in ((p50_target, "--", "p50 target"), (p99_target, ":", "p99 target")):
         ax.axvline(value, color="black", linestyle=style, linewidth=1, label=name)
     ax.set_xscale("log")
+    # Plain numbers (2, 5, 10 ms) read better than 2x10^0 on a latency axis.
+    plain = FuncFormatter(lambda value, _pos: f"{value:g}")
+    ax.xaxis.set_major_formatter(plain)
+    ax.xaxis.set_minor_formatter(plain)
     ax.set_xlabel("round-trip latency per request, ms (log scale)")
     ax.set_ylabel("requests")
     ax.set_title("KServe model server on 127.0.0.1: sequential requests")

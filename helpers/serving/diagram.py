@@ -30,9 +30,13 @@ def _box(ax, rect: tuple[float, float, float, float], text: str, color: str,
 
 
 def plot_architecture() -> Figure:
-    """Return the layered KServe architecture picture."""
-    fig = Figure(figsize=(9, 4.2))
-    ax = fig.subplots()
+    """Return the layered KServe architecture picture.
+
+    Made with pyplot so Jupyter's inline backend shows it; it renders headless too.
+    """
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(9, 4.2))
     ax.set_xlim(0, 1)
     ax.set_ylim(0, 1)
     ax.axis("off")
