@@ -858,6 +858,12 @@ class TrainingRun:
     podgroup_min_member: int | None = None
     master_log: str = ""
 
+    @property
+    def accuracy(self) -> float | None:
+        """Held-out accuracy the master printed (``python -m helpers.train``), if it did."""
+        match = re.search(r"test accuracy ([0-9.]+)", self.master_log)
+        return float(match.group(1)) if match else None
+
     def as_dict(self) -> dict[str, Any]:
         """A JSON-ready dict for ``results.write_results``."""
         return {
@@ -865,7 +871,7 @@ class TrainingRun:
             "model_uri": self.model_uri, "model_file": self.model_file, "pods": self.pods,
             "schedulers": sorted({p["scheduler"] for p in self.pods.values()}),
             "podgroup_phases": self.podgroup_phases,
-            "podgroup_min_member": self.podgroup_min_member,
+            "podgroup_min_member": self.podgroup_min_member, "accuracy": self.accuracy,
         }
 
 

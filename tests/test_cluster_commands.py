@@ -567,3 +567,19 @@ def test_lab_functions_without_a_cluster_name_the_fix(tmp_path, monkeypatch):
         cluster.ensure_model_pvc()
     with pytest.raises(BackendUnavailable, match="make cluster-up"):
         cluster.delete_inference_service()
+
+
+def test_training_run_reads_the_accuracy_the_master_printed():
+    from helpers import train
+
+    run = cluster.TrainingRun(job="iris-train", namespace="kflabs-serving", succeeded=True,
+                              model_uri="pvc://model-store/iris/", model_file="iris/model.json",
+                              pods={"iris-train-master-0": {"scheduler": "volcano", "node": "w",
+                                                            "phase": "Succeeded"}})
+    assert run.accuracy is None
+    run.master_log = ("trained iris classifier: seed 42, test accuracy 0.978 on 45 held-out rows\n"
+                      "saved model to /mnt/models/iris/model.json\n")
+    assert run.accuracy == 0.978
+    assert run.as_dict()["schedulers"] == ["volcano"]
+    # The line parsed is the one helpers.train prints.
+    assert "test accuracy {result.accuracy:.3f}" in Path(train.__file__).read_text()
