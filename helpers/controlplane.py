@@ -534,10 +534,12 @@ def _components(st: Path, p: dict[str, int], token: str) -> list[Component]:
             f"--secure-port={p['kube-controller-manager']}",
             f"--service-account-private-key-file={pki / 'sa.key'}",
             f"--root-ca-file={pki / 'ca.crt'}", "--use-service-account-credentials=false",
-            # Fake nodes have no kubelet to evict from; the lifecycle controller would only
-            # add noise (taints, evictions) if a heartbeat were late on a busy machine.
-            "--controllers=*,-node-lifecycle-controller,-service-lb-controller,"
-            "-node-route-controller,-cloud-node-lifecycle-controller",
+            # The node lifecycle controller must run: it lifts the not-ready taint a new
+            # Node is created with. A generous grace period keeps a late kwok heartbeat on
+            # a busy machine from tainting (and evicting) a fake node.
+            "--node-monitor-grace-period=2m",
+            "--controllers=*,-service-lb-controller,-node-route-controller,"
+            "-cloud-node-lifecycle-controller",
         ], p["kube-controller-manager"],
             lambda: _http_ok(f"https://127.0.0.1:{p['kube-controller-manager']}/healthz", _insecure())),
         Component("kube-scheduler", [
@@ -758,13 +760,18 @@ def peak_memory_mib() -> dict[str, float]:
 # --------------------------------------------------------------------------- cluster content
 
 
-def volcano_crd_dir() -> Path:
-    """Volcano's CRDs (``config/crd/volcano/bases``) in the Go module cache, at the pin.
+def volcano_crd_files() -> list[Path]:
+    """Volcano's CRDs in the Go module cache, at the pin.
+
+    Both ``config/crd/volcano/bases`` and ``config/crd/jobflow/bases``: vc-controller-manager
+    watches JobFlows and JobTemplates too, and waits for those informers before its queue
+    controller opens any Queue (without them no PodGroup is ever enqueued).
 
     Raises:
         BackendUnavailable: Go is missing or the module cannot be downloaded.
     """
-    return module_dir("volcano.sh/volcano", versions.pin("volcano")) / "config/crd/volcano/bases"
+    root = module_dir("volcano.sh/volcano", versions.pin("volcano")) / "config/crd"
+    return sorted([*(root / "volcano/bases").glob("*.yaml"), *(root / "jobflow/bases").glob("*.yaml")])
 
 
 def module_dir(module: str, version: str) -> Path:
@@ -790,8 +797,7 @@ def _install_volcano_crds(log: Callable[[str], None]) -> None:
     from helpers import k8s
 
     api = k8s.connect(str(kubeconfig_path()))
-    files = sorted(volcano_crd_dir().glob("*.yaml"))
-    names = k8s.apply_crds(api, files)
+    names = k8s.apply_crds(api, volcano_crd_files())
     log(f"  Volcano CRDs established: {len(names)}")
 
 

@@ -80,12 +80,13 @@ def test_volcano_is_installed_and_made_its_default_queue(api):
             "jobs.batch.volcano.sh"} <= names
     custom = client.CustomObjectsApi(api)
 
-    def default_queue_open() -> bool:
+    def default_queue() -> bool:
         queues = custom.list_cluster_custom_object("scheduling.volcano.sh", "v1beta1", "queues")
+        # vc-scheduler creates it; vc-controller-manager's queue controller opens it.
         return any(q["metadata"]["name"] == "default" and
                    (q.get("status") or {}).get("state") == "Open" for q in queues["items"])
 
-    k8s.wait_for(default_queue_open, 60, "vc-scheduler to create the open default queue")
+    k8s.wait_for(default_queue, 60, "the default queue to exist and be Open")
 
 
 def test_fake_nodes_carry_gpus_and_become_ready(api):
