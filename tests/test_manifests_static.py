@@ -12,7 +12,9 @@
 from __future__ import annotations
 
 import copy
+import os
 import re
+from pathlib import Path
 
 import jsonschema
 import kubernetes_validate
@@ -297,3 +299,71 @@ def test_crd_schemas_come_from_the_pinned_modules_not_the_repo(crd_schemas):
     assert ("kubeflow.org/v1", "XGBoostJob") in crd_schemas
     assert ("serving.kserve.io/v1beta1", "InferenceService") in crd_schemas
     assert ("batch.volcano.sh/v1alpha1", "Job") in crd_schemas
+
+
+# --------------------------------------------------------------------------- kind's own parser
+KIND_CHECK_GO = """package main
+
+import (
+\t"fmt"
+\t"os"
+
+\t"sigs.k8s.io/kind/pkg/apis/config/v1alpha4"
+\t"sigs.k8s.io/yaml"
+)
+
+// Parse a kind config strictly into kind's own v1alpha4 types: an unknown field fails.
+func main() {
+\tdata, err := os.ReadFile(os.Args[1])
+\tif err != nil {
+\t\tfmt.Fprintln(os.Stderr, err)
+\t\tos.Exit(2)
+\t}
+\tvar c v1alpha4.Cluster
+\tif err := yaml.UnmarshalStrict(data, &c); err != nil {
+\t\tfmt.Fprintln(os.Stderr, err)
+\t\tos.Exit(1)
+\t}
+\tfor _, n := range c.Nodes {
+\t\tfmt.Printf("%s %s %d\\n", n.Role, n.Image, len(n.Labels))
+\t}
+}
+"""
+
+
+@pytest.fixture(scope="module")
+def kind_parser(tmp_path_factory) -> Path:
+    """A tiny program built at test time against the pinned kind module's config types."""
+    import shutil
+    import subprocess
+
+    go = shutil.which("go")
+    if go is None:
+        pytest.skip("Go is not installed: kind's own config types cannot be checked")
+    src = tmp_path_factory.mktemp("kindcheck")
+    (src / "main.go").write_text(KIND_CHECK_GO)
+    (src / "go.mod").write_text(f"module kflabs.local/kindcheck\n\ngo 1.24\n\n"
+                                f"require sigs.k8s.io/kind {versions.pin('kind')}\n")
+    env = {**os.environ, "GOFLAGS": "-mod=mod"}
+    for args in ([go, "mod", "tidy"], [go, "build", "-o", "kindcheck", "."]):
+        proc = subprocess.run(args, cwd=src, env=env, capture_output=True, text=True,
+                              timeout=600, check=False)
+        if proc.returncode != 0:
+            pytest.skip(f"could not build against sigs.k8s.io/kind {versions.pin('kind')} "
+                        f"(needs the Go module proxy): {proc.stderr.strip()[-300:]}")
+    return src / "kindcheck"
+
+
+def test_kind_config_parses_strictly_with_kinds_own_types(kind_parser, tmp_path):
+    import subprocess
+
+    proc = subprocess.run([str(kind_parser), str(KIND_CONFIG)], capture_output=True, text=True,
+                          timeout=60, check=False)
+    assert proc.returncode == 0, proc.stderr
+    pin = versions.pin("kind_node_image")
+    assert proc.stdout.splitlines() == [f"control-plane {pin} 0"] + [f"worker {pin} 1"] * 3
+    broken = tmp_path / "kind-config.yaml"
+    broken.write_text(KIND_CONFIG.read_text().replace("labels:", "lables:", 1))
+    proc = subprocess.run([str(kind_parser), str(broken)], capture_output=True, text=True,
+                          timeout=60, check=False)
+    assert proc.returncode == 1 and "lables" in proc.stderr
