@@ -583,3 +583,22 @@ def test_training_run_reads_the_accuracy_the_master_printed():
     assert run.as_dict()["schedulers"] == ["volcano"]
     # The line parsed is the one helpers.train prints.
     assert "test accuracy {result.accuracy:.3f}" in Path(train.__file__).read_text()
+
+
+def test_the_staged_image_context_alone_can_train(tmp_path):
+    """What goes into the image (helpers/, data/) is enough for `python -m helpers.train`."""
+    import subprocess
+
+    context = cluster.stage_training_context(tmp_path / "ctx")
+    env = {k: v for k, v in os.environ.items() if k not in ("KFLABS_ROOT", "PYTHONPATH")}
+    env.update(MPLBACKEND="Agg", MPLCONFIGDIR=str(tmp_path / "mpl"))
+    # With -m, the working directory comes first on sys.path: the staged copy, not the repo.
+    proc = subprocess.run([sys.executable, "-c", "import helpers; print(helpers.__file__)"],
+                          cwd=context, env=env, capture_output=True, text=True, check=True)
+    assert Path(proc.stdout.strip()).parent == context / "helpers"
+    proc = subprocess.run([sys.executable, "-m", "helpers.train", "--output-dir",
+                           str(tmp_path / "store"), "--seed", "3"], cwd=context, env=env,
+                          capture_output=True, text=True, timeout=300, check=False)
+    assert proc.returncode == 0, proc.stderr
+    assert (tmp_path / "store" / "iris" / "model.json").is_file()
+    assert "test accuracy" in proc.stdout
