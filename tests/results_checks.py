@@ -138,6 +138,8 @@ def check_05_serve_with_kserve(results: dict, params: dict) -> None:
         lat = results["latency"][protocol]
         assert lat["n"] == n and 0 < lat["p50_ms"] <= lat["p90_ms"] <= lat["p99_ms"]
     assert results["batch_1000_p50_ms"] > 0 and results["startup_seconds"] > 0
+    stages = results["stage_counts"]
+    assert stages["preprocess"] >= stages["predict"] > stages["postprocess"] > 0, stages
 
 
 def check_06_end_to_end(results: dict, params: dict) -> None:

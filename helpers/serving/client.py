@@ -13,6 +13,7 @@ turns them into class indices.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -242,3 +243,29 @@ def probe(endpoint: Endpoint, cases: dict[str, tuple[str, Any]]) -> dict[str, Re
     return {case: endpoint.request("POST", path, None if isinstance(body, str) else body,
                                    data=body if isinstance(body, str) else None)
             for case, (path, body) in cases.items()}
+
+
+#: KServe's per-stage Prometheus histograms, by the stage they time.
+STAGE_METRICS = {"preprocess": "request_preprocess_seconds",
+                 "predict": "request_predict_seconds",
+                 "postprocess": "request_postprocess_seconds",
+                 "explain": "request_explain_seconds"}
+
+
+def stage_counts(metrics_text: str, model_name: str) -> dict[str, int]:
+    """How many requests each stage has timed, read from a ``/metrics`` page.
+
+    Args:
+        metrics_text: the Prometheus text exposition from ``GET /metrics``.
+        model_name: the model whose ``model_name`` label to read.
+
+    Returns:
+        ``{"preprocess": n, "predict": n, "postprocess": n, "explain": n}`` (0 when absent).
+    """
+    counts = dict.fromkeys(STAGE_METRICS, 0)
+    for stage, metric in STAGE_METRICS.items():
+        pattern = re.compile(rf'^{metric}_count\{{[^}}]*model_name="{re.escape(model_name)}"'
+                             rf'[^}}]*\}} ([0-9.eE+]+)$', re.M)
+        found = pattern.search(metrics_text)
+        counts[stage] = int(float(found.group(1))) if found else 0
+    return counts

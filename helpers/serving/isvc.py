@@ -24,8 +24,10 @@ from __future__ import annotations
 
 import json
 import re
+import sys
 from collections.abc import Mapping
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 from urllib.parse import urlparse
 
@@ -68,6 +70,29 @@ _DNS1123_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 _BUCKET = re.compile(r"^[a-z0-9][a-z0-9._-]{1,61}[a-z0-9]$")
 
 
+def _sdk() -> ModuleType:
+    """Import and return the ``kserve`` SDK, leaving out an optional import nothing here uses.
+
+    Importing ``kserve`` imports the Kubernetes *dynamic* client, which imports
+    ``kubernetes_validate`` - and through it jsonschema's format checkers, about 3 s of a
+    notebook's start - whenever that package is installed (it is a test dependency here).
+    The kit never uses the dynamic client's validation, so that one optional import is kept
+    out while kserve loads (the dynamic client then simply reports validation unavailable),
+    and ``kubernetes_validate`` itself stays importable afterwards for anyone who wants it.
+    """
+    if "kserve" in sys.modules:
+        return sys.modules["kserve"]
+    keep_out = "kubernetes_validate" not in sys.modules and "kubernetes.dynamic" not in sys.modules
+    if keep_out:
+        sys.modules["kubernetes_validate"] = None  # a None entry makes `import` fail cleanly
+    try:
+        import kserve
+    finally:
+        if keep_out and sys.modules.get("kubernetes_validate", "") is None:
+            del sys.modules["kubernetes_validate"]
+    return kserve
+
+
 def pvc_uri(pvc: str, path: str = "iris") -> str:
     """The ``storageUri`` of a folder on a PVC: ``pvc://<pvc>/<path>/``.
 
@@ -106,13 +131,7 @@ def inference_service(name: str, storage_uri: str, *, namespace: str = DEFAULT_N
     Raises:
         ManifestError: every problem found, one per line.
     """
-    from kserve import (
-        V1beta1InferenceService,
-        V1beta1InferenceServiceSpec,
-        V1beta1ModelFormat,
-        V1beta1ModelSpec,
-        V1beta1PredictorSpec,
-    )
+    kserve = _sdk()
     from kubernetes.client import V1ObjectMeta, V1ResourceRequirements
 
     if runtime == "default":
@@ -120,13 +139,13 @@ def inference_service(name: str, storage_uri: str, *, namespace: str = DEFAULT_N
     res = dict(resources) if resources is not None else KIND_RESOURCES
     annotations = {DEPLOYMENT_MODE_ANNOTATION: deployment_mode} if deployment_mode else None
     all_labels = {"app.kubernetes.io/part-of": "kflabs-serving", **(labels or {})}
-    obj = V1beta1InferenceService(
+    obj = kserve.V1beta1InferenceService(
         api_version=API_VERSION, kind=KIND,
         metadata=V1ObjectMeta(name=name, namespace=namespace, labels=all_labels,
                               annotations=annotations),
-        spec=V1beta1InferenceServiceSpec(predictor=V1beta1PredictorSpec(
-            model=V1beta1ModelSpec(
-                model_format=V1beta1ModelFormat(name=model_format),
+        spec=kserve.V1beta1InferenceServiceSpec(predictor=kserve.V1beta1PredictorSpec(
+            model=kserve.V1beta1ModelSpec(
+                model_format=kserve.V1beta1ModelFormat(name=model_format),
                 protocol_version=protocol_version, runtime=runtime, storage_uri=storage_uri,
                 resources=V1ResourceRequirements(requests=dict(res.get("requests", {})),
                                                   limits=dict(res.get("limits", {})))),
@@ -138,9 +157,7 @@ def inference_service(name: str, storage_uri: str, *, namespace: str = DEFAULT_N
 
 
 def _sanitize(obj: Any) -> dict:
-    from kserve import ApiClient
-
-    doc = ApiClient().sanitize_for_serialization(obj)
+    doc = _sdk().ApiClient().sanitize_for_serialization(obj)
     model = doc.get("spec", {}).get("predictor", {}).get("model", {})
     # V1beta1ModelSpec carries a container `name` defaulting to "": meaningless here, and
     # an empty string in a manifest only raises questions.
@@ -224,10 +241,9 @@ _PRIMITIVES = {"str": (str, int, float), "int": (int,), "float": (int, float), "
 
 
 def _resolve_class(type_name: str) -> Any:
-    import kserve.models
     import kubernetes.client.models
 
-    return getattr(kserve.models, type_name, None) or getattr(kubernetes.client.models,
+    return getattr(_sdk().models, type_name, None) or getattr(kubernetes.client.models,
                                                                type_name, None)
 
 
