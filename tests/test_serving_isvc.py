@@ -172,3 +172,17 @@ def test_sdk_version_must_match_the_pin(manifest, monkeypatch):
     monkeypatch.setattr(isvc, "_sdk_version", lambda: "0.11.0")
     with pytest.raises(ManifestError, match="pins KServe"):
         isvc.validate(manifest)
+
+
+def test_sdk_import_leaves_kubernetes_validate_importable():
+    """isvc keeps kubernetes_validate out of kserve's import only, not out of the process."""
+    import subprocess
+    import sys
+
+    code = ("import sys; from helpers.serving import isvc; isvc.default_manifest(); "
+            "assert 'kubernetes_validate' not in sys.modules; "
+            "import kubernetes_validate; print(kubernetes_validate.__name__)")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=120, check=False)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "kubernetes_validate"

@@ -179,3 +179,18 @@ def test_latency_table_and_picture():
     labels = [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
     assert any(label.startswith("v1") for label in labels) and "p99 target" in labels
     assert bench.percentile([1, 2, 3, 4, 5], 50) == 3
+
+
+def test_stage_counts_reads_the_model_label():
+    """stage_counts picks each stage's _count for the named model, 0 when absent."""
+    from helpers.serving.client import stage_counts
+
+    text = "\n".join([
+        '# TYPE request_predict_seconds histogram',
+        'request_predict_seconds_count{model_name="iris"} 12.0',
+        'request_predict_seconds_count{model_name="other"} 99.0',
+        'request_preprocess_seconds_count{model_name="iris"} 14.0',
+    ])
+    assert stage_counts(text, "iris") == {"preprocess": 14, "predict": 12, "postprocess": 0,
+                                          "explain": 0}
+    assert stage_counts(text, "other")["predict"] == 99
