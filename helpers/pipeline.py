@@ -348,7 +348,7 @@ def step_train(backend_name: str, state_dir: str, claim: str, *, seed: int, mode
 
     Returns:
         ``(storage_uri, accuracy)``: the model's ``pvc://`` URI and the held-out accuracy
-        (``-1.0`` on a cluster, where the job reports it in its log).
+        (on a cluster, as the job's master printed it; ``-1.0`` if it printed none).
     """
     from helpers import training
 
@@ -365,7 +365,7 @@ def step_train(backend_name: str, state_dir: str, claim: str, *, seed: int, mode
     from helpers import cluster
 
     run = cluster.run_training_job(_target(backend_name), seed=seed, model_name=model_name)
-    return run.model_uri, -1.0
+    return run.model_uri, run.accuracy if run.accuracy is not None else -1.0
 
 
 def step_serve(backend_name: str, state_dir: str, storage_uri: str, model_name: str,
@@ -652,6 +652,7 @@ class PipelineRun:
     """A local run of the pipeline: its outputs, timing, log and the sim controller."""
 
     backend: str
+    model_name: str
     accuracy: float
     seconds: float
     state_dir: Path
@@ -734,7 +735,7 @@ def run_local(backend_name: str = "sim", seed: int = 42, model_name: str = "iris
         message = re.sub(r"\x1b\[[0-9;]*m", "", str(exc))  # kfp colours its messages
         raise PipelineError(f"the pipeline failed on {backend_name}: {message}\n"
                             f"--- last log lines ---\n{tail}") from None
-    return PipelineRun(backend_name, float(task.output), time.perf_counter() - start, state_dir,
+    return PipelineRun(backend_name, model_name, float(task.output), time.perf_counter() - start, state_dir,
                        outputs, buffer.getvalue(), sim)
 
 
@@ -752,7 +753,9 @@ def cleanup(run: "PipelineRun | None" = None,
             from helpers import cluster
 
             # InferenceService and XGBoostJob, ignore-not-found; the PVC (and model) stays.
-            cluster.cleanup(_target(run.backend))
+            target = _target(run.backend)
+            cluster.delete_inference_service(run.model_name, target=target)
+            cluster.delete_training_job(target)
             removed.append("cluster objects")
     work = paths.resolve(work_dir)
     for name in ("sim-cluster", "local_outputs"):

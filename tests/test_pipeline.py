@@ -192,3 +192,36 @@ def test_run_local_executes_the_pipeline_with_kfps_runner(tmp_path: Path):
     assert removed == ["sim-cluster", "local_outputs"]
     assert pipeline.cleanup(run, work) == [], "cleanup is safe twice"
     assert not _no_children()
+
+
+def test_kind_steps_call_the_cluster_helpers(monkeypatch, tmp_path: Path):
+    """On kind each step goes through helpers.cluster (faked here: no cluster in the tests)."""
+    from types import SimpleNamespace
+
+    from helpers import backend, cluster
+
+    calls = []
+    target = SimpleNamespace(name="kind", context="kind-kflabs", kubeconfig=None, is_cluster=True)
+    monkeypatch.setattr(backend, "resolve", lambda name, announce=True: target)
+    monkeypatch.setattr(cluster, "ensure_model_pvc", lambda t: calls.append(("pvc", t)) or "model-store")
+    monkeypatch.setattr(cluster, "run_training_job", lambda t, seed, model_name: calls.append(
+        ("train", seed, model_name)) or SimpleNamespace(model_uri=f"pvc://model-store/{model_name}/",
+                                                        accuracy=0.9))
+    monkeypatch.setattr(cluster, "deploy_inference_service", lambda doc, t, timeout: calls.append(
+        ("isvc", doc["metadata"]["name"], doc["spec"]["predictor"]["model"]["storageUri"]))
+        or {"namespace": "kflabs-serving", "predictor_service": f"{doc['metadata']['name']}-predictor"})
+    closed = []
+    monkeypatch.setattr(cluster, "port_forward", lambda svc, ns, target: SimpleNamespace(
+        url="http://127.0.0.1:9", close=lambda: closed.append((ns, svc))))
+
+    assert pipeline.step_volume("kind", "unused") == "model-store"
+    uri, accuracy = pipeline.step_train("kind", "unused", "model-store", seed=5, model_name="iris",
+                                        test_csv=str(tmp_path / "rows.csv"))
+    assert (uri, accuracy) == ("pvc://model-store/iris/", 0.9)
+    assert len(pipeline.read_rows(tmp_path / "rows.csv")[0]) == 45
+    where = pipeline.step_serve("kind", "unused", uri, "iris")
+    assert where == "service://kflabs-serving/iris-predictor"
+    with pipeline.connect("kind", where, "iris") as conn:
+        assert conn.endpoint.base_url == "http://127.0.0.1:9"
+    assert closed == [("kflabs-serving", "iris-predictor")]
+    assert calls == [("pvc", target), ("train", 5, "iris"), ("isvc", "iris", "pvc://model-store/iris/")]
