@@ -4,9 +4,10 @@ The lab calls one function whatever the backend. On ``sim`` there is no cluster:
 folder that stands in for the PVC (``build/model-store`` or the lab's own store) is read
 the way KServe's storage initializer would read ``pvc://<pvc>/<path>/``, and the model is
 served by KServe's Python model server on 127.0.0.1 under the InferenceService's name.
-On a cluster backend the manifest would be applied with the Kubernetes API and the
-predictor reached through a port-forward; that path belongs to the kind integration and
-is not in the kit yet, so it raises a clear error instead of pretending.
+On a cluster backend :func:`submit` raises a clear error naming the manual route through
+:mod:`helpers.cluster` (upload the model, deploy the InferenceService, port-forward the
+predictor): wiring the lab's cluster run is left to the kind integration, because the
+stock ``kserve-xgbserver`` answers bad input differently from the local server.
 """
 
 from __future__ import annotations
@@ -53,17 +54,20 @@ def submit(manifest: dict[str, Any], backend: Backend, store_dir: str | os.PathL
 
     Raises:
         ManifestError: the manifest is not valid.
-        BackendUnavailable: a cluster backend (not supported by this helper yet).
+        BackendUnavailable: a cluster backend (the message names the manual route).
         helpers.serving.local.ServerError: the server failed to start.
     """
     isvc.validate(manifest, for_kind=backend.name == "kind")
     if backend.is_cluster:
+        name = manifest["metadata"]["name"]
         raise BackendUnavailable(
-            f"submitting the InferenceService to the {backend.name} cluster needs the kit's "
-            "Kubernetes layer, which is not part of this kit yet: run this lab with "
-            "BACKEND='sim', or apply the rendered manifest yourself "
-            f"(kubectl apply -f {isvc.manifest_path(manifest['metadata']['name'])}) and point "
-            "an Endpoint at a port-forward of the predictor Service")
+            f"lab 05 does not submit to the {backend.name} cluster itself yet: run it with "
+            "BACKEND='sim'. On kind, do it by hand with the kit's cluster layer: "
+            "helpers.cluster.upload_model(<model folder>), "
+            "helpers.cluster.deploy_inference_service(manifest, backend), then "
+            f"helpers.cluster.port_forward('{name}-predictor') and "
+            "Endpoint(<forward>.url, model_name). Note that the stock kserve-xgbserver does "
+            "not validate input the way the local server does (bad rows give 500s).")
     model = manifest["spec"]["predictor"]["model"]
     return LocalServer(local_model_dir(manifest, store_dir), manifest["metadata"]["name"],
                        model_format=model["modelFormat"]["name"], **server_options
