@@ -76,6 +76,9 @@ class LocalServer:
         log_path: where the child's output goes; default a temporary file.
 
     Use as a context manager, or call :meth:`start` and :meth:`stop` (safe to call twice).
+    Linux's parent-death signal follows the *thread* that called :meth:`start`: a server
+    started from a worker thread stops when that thread ends, so start long-lived servers
+    from the main thread or from a thread that outlives them.
     """
 
     def __init__(self, model_dir: str | os.PathLike[str], model_name: str = "iris", *,
