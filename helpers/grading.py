@@ -332,7 +332,7 @@ def _failure_message(text: str, fallback: str) -> str:
     """The exception line (``NameError: name 'x' is not defined``) from nbval's failure text."""
     lines = [_ANSI.sub("", ln).strip() for ln in text.splitlines()]
     hits = [ln for ln in lines if _EXCEPTION_LINE.match(ln)]
-    message = hits[-1] if hits else fallback
+    message = (hits[-1] if hits else fallback).rstrip(": ")  # "NotImplementedError: " has no text
     return message if len(message) <= 100 else message[:97] + "..."
 
 
