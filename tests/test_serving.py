@@ -372,3 +372,32 @@ def test_bench_measurements_have_their_shape(server, ep):
     assert 0 < lat["p50_ms"] <= lat["p99_ms"] <= lat["max_ms"]
     conc = bench.measure_throughput(server.url, "iris", ROWS[:1], clients=2, requests_per_client=5)
     assert conc["requests"] == 10 and conc["errors"] == [] and conc["rps"] > 0
+
+
+THREAD_LAUNCHER = textwrap.dedent("""
+    import sys, threading, time
+    from helpers.serving.local import LocalServer
+    srv = LocalServer(sys.argv[1], access_log=False)
+    worker = threading.Thread(target=srv.start, kwargs={"timeout": 120})
+    worker.start()
+    worker.join()
+    time.sleep(1.5)
+    print("alive after its starting thread ended:", srv.running, flush=True)
+    time.sleep(600)
+""")
+
+
+def test_server_started_from_a_worker_thread_outlives_the_thread_not_the_process(trained):
+    """Started from a worker thread: survives that thread's end, dies with the process."""
+    launcher = subprocess.Popen([sys.executable, "-c", THREAD_LAUNCHER, str(trained[0])],
+                                stdout=subprocess.PIPE, text=True)
+    try:
+        line = launcher.stdout.readline()
+        assert line.strip() == "alive after its starting thread ended: True", line
+        (child,) = psutil.Process(launcher.pid).children()
+        os.kill(launcher.pid, signal.SIGKILL)
+        launcher.wait(timeout=10)
+        assert _gone(child), f"server pid {child.pid} outlived its parent"
+    finally:
+        if launcher.poll() is None:
+            launcher.kill()

@@ -29,25 +29,25 @@ from helpers.model_store import ONNX_EXTENSIONS, XGBOOST_EXTENSIONS, find_model_
 PR_SET_PDEATHSIG = 1
 
 
-def die_with_parent(parent_pid: int | None = None) -> str:
+def die_with_parent(parent_pid: int | None = None, use_prctl: bool = True) -> str:
     """Arrange for this process to receive SIGTERM when its parent exits.
 
     Args:
         parent_pid: the pid expected as parent; if it is already gone, exit now.
+        use_prctl: on Linux, ask the kernel (``PR_SET_PDEATHSIG``): immediate, but it fires
+            when the *thread* that started this process ends. Pass ``False`` when a worker
+            thread started it; a thread here then polls the parent pid twice a second.
 
     Returns:
-        The mechanism used: ``"prctl"`` (Linux) or ``"watch-thread"``.
-
-    Linux delivers the signal when the *thread* that started this process exits, so start
-    the server from a long-lived thread (a notebook cell runs on the kernel's main thread).
+        The mechanism used: ``"prctl"`` or ``"watch-thread"``.
     """
     mechanism = "watch-thread"
-    if sys.platform.startswith("linux"):
+    if use_prctl and sys.platform.startswith("linux"):
         libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
         if libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0) == 0:
             mechanism = "prctl"
     expected = parent_pid if parent_pid is not None else os.getppid()
-    if os.getppid() != expected:  # the parent died before prctl took effect
+    if os.getppid() != expected:  # the parent died before we got here
         os.kill(os.getpid(), signal.SIGTERM)
     if mechanism != "prctl":
         def watch() -> None:
@@ -102,6 +102,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--no-access-log", action="store_true", help="no line per request")
     parser.add_argument("--parent-pid", type=int, default=None,
                         help="exit when this process (the launcher) exits")
+    parser.add_argument("--parent-watch", choices=("prctl", "thread"), default="prctl",
+                        help="how to notice the launcher's death: prctl (Linux, tied to the "
+                             "launching thread) or a polling thread (tied to the process)")
     return parser.parse_args(argv)
 
 
@@ -109,7 +112,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     """Check the model directory, load the model, serve until SIGTERM/SIGINT."""
     args = parse_args(argv)
-    die_with_parent(args.parent_pid)
+    die_with_parent(args.parent_pid, use_prctl=args.parent_watch == "prctl")
     if args.host not in ("127.0.0.1", "::1", "localhost"):
         print(f"helpers.serving: warning: binding {args.host} exposes the model beyond this "
               "machine; do this only inside a container or behind a firewall", flush=True)

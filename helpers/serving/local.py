@@ -24,6 +24,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import weakref
 from pathlib import Path
@@ -76,9 +77,9 @@ class LocalServer:
         log_path: where the child's output goes; default a temporary file.
 
     Use as a context manager, or call :meth:`start` and :meth:`stop` (safe to call twice).
-    Linux's parent-death signal follows the *thread* that called :meth:`start`: a server
-    started from a worker thread stops when that thread ends, so start long-lived servers
-    from the main thread or from a thread that outlives them.
+    Started from the main thread, the child uses Linux's parent-death signal (instant);
+    from a worker thread it polls its parent pid instead, because that signal would fire
+    as soon as the starting thread ended.
     """
 
     def __init__(self, model_dir: str | os.PathLike[str], model_name: str = "iris", *,
@@ -117,7 +118,11 @@ class LocalServer:
         cmd = [sys.executable, "-m", "helpers.serving", "--model-dir", str(self.model_dir),
                "--model-name", self.model_name, "--http-port", str(self.port),
                "--host", self.host, "--format", self.model_format,
-               "--max-batch-rows", str(self.max_batch_rows), "--parent-pid", str(os.getpid())]
+               "--max-batch-rows", str(self.max_batch_rows), "--parent-pid", str(os.getpid()),
+               # PR_SET_PDEATHSIG follows the launching thread: from a worker thread (e.g.
+               # a controller loop), watch the process instead.
+               "--parent-watch",
+               "prctl" if threading.current_thread() is threading.main_thread() else "thread"]
         return cmd + ([] if self.access_log else ["--no-access-log"])
 
     def start(self, timeout: float = 60.0) -> LocalServer:
