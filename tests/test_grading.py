@@ -96,6 +96,16 @@ def test_student_copy_clears_solutions_and_locks_checks():
     assert "BEGIN SOLUTION" in nb.cells[3].source, "the instructor copy is not modified"
 
 
+def test_student_copy_carries_valid_nbgrader_metadata():
+    """nbgrader's own validator accepts the cells' metadata (schema 3), so nbgrader can take over."""
+    from nbgrader.nbgraderformat import MetadataValidator
+
+    student = grading.student_copy(_toy_notebook())
+    MetadataValidator().validate_nb(student)  # raises ValidationError on a bad cell
+    ids = [c.metadata["nbgrader"]["grade_id"] for c in student.cells if "nbgrader" in c.metadata]
+    assert len(ids) == len(set(ids)) == 7
+
+
 def test_unterminated_solution_is_a_clear_error():
     """A solution region without its END line is refused with the fix."""
     nb = _toy_notebook()
