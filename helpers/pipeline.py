@@ -60,6 +60,8 @@ MODEL_CLAIM = "model-store"
 DEFAULT_WORK_DIR = "build/pipeline"
 #: Component names in flow order (the task names in the compiled DAG).
 STEPS = ("volume", "train", "serve", "predict")
+#: Seconds the sim controller waits for a model server to report ready.
+SERVER_START_TIMEOUT = 90.0
 #: Seconds a heartbeat of the sim controller stays fresh.
 HEARTBEAT_SECONDS = 5.0
 
@@ -144,7 +146,7 @@ class SimCluster:
         _write_json(target, manifest)
         return name
 
-    def wait_ready(self, name: str, timeout: float = 60.0) -> str:
+    def wait_ready(self, name: str, timeout: float = 120.0) -> str:
         """Wait until the controller reports the InferenceService ready; return its URL.
 
         Raises:
@@ -235,10 +237,16 @@ class SimCluster:
                 model_dir = self.resolve_uri(model["storageUri"])
                 server = LocalServer(model_dir, name, model_format=model["modelFormat"]["name"],
                                      access_log=False)
-                self.servers[name] = server.start(timeout=60)
+                # Generous: KServe's start-up imports take seconds, many more on a busy machine.
+                self.servers[name] = server.start(timeout=SERVER_START_TIMEOUT)
                 state = {"ready": True, "url": server.url, "pid": server.pid, "message": ""}
             except LabError as exc:  # the server's own message names the problem
                 state = {"ready": False, "url": "", "pid": None, "message": str(exc)}
+            except (KeyError, ValueError, OSError) as exc:
+                # A malformed record or an unreadable folder: report it to the waiting serve
+                # step instead of letting the controller thread die silently.
+                state = {"ready": False, "url": "", "pid": None,
+                         "message": f"{type(exc).__name__}: {exc} (in {path.name})"}
             _write_json(status, state)
 
     def _model_stamp(self, manifest: Path) -> str:
@@ -268,7 +276,7 @@ class SimCluster:
         """Stop the controller and every server it started. Safe to call twice."""
         self._stop.set()
         for thread in self._threads:
-            thread.join(timeout=70)  # a server start in progress finishes (<= 60 s) first
+            thread.join(timeout=SERVER_START_TIMEOUT + 10)  # a start in progress finishes first
         self._threads = []
         for server in self.servers.values():
             server.cleanup()
@@ -369,7 +377,7 @@ def step_train(backend_name: str, state_dir: str, claim: str, *, seed: int, mode
 
 
 def step_serve(backend_name: str, state_dir: str, storage_uri: str, model_name: str,
-               timeout: float = 60.0) -> str:
+               timeout: float = 120.0) -> str:
     """Declare the InferenceService for ``storage_uri`` and wait until it is ready.
 
     Returns:

@@ -225,3 +225,12 @@ def test_kind_steps_call_the_cluster_helpers(monkeypatch, tmp_path: Path):
         assert conn.endpoint.base_url == "http://127.0.0.1:9"
     assert closed == [("kflabs-serving", "iris-predictor")]
     assert calls == [("pvc", target), ("train", 5, "iris"), ("isvc", "iris", "pvc://model-store/iris/")]
+
+
+def test_controller_reports_a_malformed_record(tmp_path: Path):
+    """A record without a predictor is reported to the serve step, not swallowed by the thread."""
+    sim = SimCluster(tmp_path / "state")
+    sim.apply_isvc({"metadata": {"name": "iris"}, "spec": {}})
+    sim.reconcile()
+    with pytest.raises(PipelineError, match="KeyError"):
+        sim.wait_ready("iris", timeout=5)
