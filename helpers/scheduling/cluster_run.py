@@ -16,7 +16,7 @@ How the run maps the lesson onto a real cluster:
   controller create pods in their own order; the lab says so where it matters.)
 * Nothing runs inside the pods on fake nodes, so the run plays the workers' part: once
   every peer of a job runs (the rendezvous), it annotates those pods with
-  ``kflabs.example.com/run-for`` = ``WORK_SECONDS`` x ``time_scale`` and kwok completes
+  ``kflabs.example.com/run-for`` = ``WORK_SECONDS`` x ``time_scale`` (0.02 by default) and kwok completes
   them after that long. ``work=False`` leaves pods running forever (a snapshot).
 * The run ends when the cluster has been quiet for ``settle`` seconds with no completion
   still due, or after ``timeout`` (then a warning says so). Times in the result are in the
@@ -295,9 +295,19 @@ def _annotate(core, pod, delay: str) -> None:
             raise
 
 
+#: Phases after which vc-controller-manager changes a Volcano Job no more.
+VCJOB_TERMINAL = ("Completed", "Failed", "Aborted", "Terminated")
+
+
 def _quiet(run: _Run, settle: float) -> bool:
     pending_work = any(t.annotated and t.finished_at is None for t in run.pods.values())
-    return not pending_work and time.monotonic() - run.last_change >= settle
+    # A Volcano Job whose pods have all finished is still due its final phase.
+    finishing = False
+    for key, phase in run.vcjob_phase.items():
+        tracks = [t for t in run.pods.values() if t.job == key.removeprefix("vcjob/")]
+        if tracks and all(t.finished_at is not None for t in tracks) and phase not in VCJOB_TERMINAL:
+            finishing = True
+    return not pending_work and not finishing and time.monotonic() - run.last_change >= settle
 
 
 def _wait_placed(api, namespace: str, name: str, timeout: float = 30) -> None:
@@ -327,7 +337,7 @@ def _cleanup(api, docs: list[dict], namespaces: list[str]) -> None:
 
 def run(manifest_paths: Sequence[str | Path] | str | Path, nodes: Sequence[NodeSpec], *,
         scheduler: str, backend: Any = None, kubeconfig: str | None = None, seed: int = 0,
-        work: bool = True, time_scale: float = 0.05, settle: float = 3.0,
+        work: bool = True, time_scale: float = 0.02, settle: float = 3.0,
         timeout: float = 120.0, cleanup: bool = True) -> SchedulingResult:
     """Apply a scenario's manifests to a cluster, watch it, and return the model's result shape.
 
