@@ -10,6 +10,8 @@ Modules (import the one you need; only ``models`` and ``server`` import ``kserve
 - ``python -m helpers.serving`` - the server process.
 - :mod:`helpers.serving.local` - the notebook-side handle: start, wait ready, logs, stop.
 - :mod:`helpers.serving.client` - :class:`~helpers.serving.client.Endpoint`, V1 and V2 on requests.
+- :mod:`helpers.serving.deploy` - "submit" an InferenceService: on sim, serve it locally.
 - :mod:`helpers.serving.handwritten` - a deliberately minimal server, for contrast.
+- :mod:`helpers.serving.diagram` - KServe's architecture as a picture.
 - :mod:`helpers.serving.bench` - latency, throughput, start-up and memory figures.
 """
