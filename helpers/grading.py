@@ -405,7 +405,12 @@ def grade(notebook: str | os.PathLike[str], *, reference: str | os.PathLike[str]
     tampered = restore_check_cells(nb, read_notebook(reference)) if reference is not None else []
     with tempfile.TemporaryDirectory(prefix="kflabs-grade-") as tmp:
         work = Path(tmp)
-        prepared = _prepare(nb, {"OUTPUT_DIR": str(work / "results"), **(parameters or {})})
+        from papermill import inspect_notebook
+
+        from helpers.runner import isolated_dirs
+
+        scratch = isolated_dirs(inspect_notebook(str(path)), work)  # e.g. lab 06's WORK_DIR
+        prepared = _prepare(nb, {**scratch, "OUTPUT_DIR": str(work / "results"), **(parameters or {})})
         graded = work / path.name
         nbformat.write(prepared, graded)
         outcomes = run_nbval(graded, work, cell_timeout)

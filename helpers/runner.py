@@ -50,6 +50,16 @@ class LabRun:
     error: str = ""
 
 
+def isolated_dirs(declared, base: Path) -> dict[str, str]:
+    """A fresh folder under ``base`` for every ``*_DIR`` knob a lab declares, OUTPUT_DIR aside.
+
+    Tests and grading pass these so their runs never share working folders with each other
+    or with ``make run`` (papermill injects them like any other parameter).
+    """
+    return {name: str(Path(base) / name.lower()) for name in declared
+            if name.endswith("_DIR") and name != "OUTPUT_DIR"}
+
+
 def lab_notebooks(selected: list[str] | None = None) -> list[Path]:
     """Return the lab notebooks ``labs/NN_*.ipynb`` in order, optionally filtered by prefix."""
     labs = sorted(paths.labs_dir().glob("[0-9][0-9]_*.ipynb"))

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import pytest
 from nbclient import NotebookClient
+from papermill import inspect_notebook
 from papermill.iorw import load_notebook_node
 from papermill.parameterize import parameterize_notebook
 
+from helpers.runner import isolated_dirs
 from tests.conftest import LABS, ROOT, lab_ids
 
 
@@ -15,7 +17,8 @@ from tests.conftest import LABS, ROOT, lab_ids
 def test_cleanup_runs_twice(path, tmp_path):
     """Executing the final cleanup cell a second time raises nothing."""
     nb = load_notebook_node(str(path))  # as papermill loads it (adds empty tag lists)
-    nb = parameterize_notebook(nb, {"OUTPUT_DIR": str(tmp_path)}, kernel_name="python3")
+    params = {**isolated_dirs(inspect_notebook(str(path)), tmp_path), "OUTPUT_DIR": str(tmp_path)}
+    nb = parameterize_notebook(nb, params, kernel_name="python3")
     client = NotebookClient(nb, kernel_name="python3", timeout=600,
                             resources={"metadata": {"path": str(ROOT)}})
     code_cells = [i for i, c in enumerate(nb.cells) if c.cell_type == "code"]

@@ -15,6 +15,7 @@ import pytest
 import yaml
 
 from helpers import runner
+from helpers.runner import isolated_dirs
 from tests.conftest import LABS, ROOT
 from tests.results_checks import CHECKS
 
@@ -47,7 +48,7 @@ def test_lab_runs_with_parameter_set(notebook: Path, set_name: str, params, tmp_
     out = tmp_path / "results"
     run = runner.run_lab(
         notebook,
-        parameters={**params, "OUTPUT_DIR": str(out)},
+        parameters={**isolated_dirs(declared, tmp_path), **params, "OUTPUT_DIR": str(out)},
         output_notebook=tmp_path / notebook.name,
     )
     assert run.status == "ok", run.error
