@@ -369,3 +369,27 @@ def test_every_manifest_in_cluster_passes_server_side_validation(api):
     kinds = {d["kind"] for _, d in docs}
     print(f"validated {len(docs)} objects of kinds {sorted(kinds)}; skipped: {skipped}")
     assert not failures, "\n".join(failures)
+
+
+# --------------------------------------------------------------------------- the labs on kwok
+
+
+@pytest.mark.notebook
+@pytest.mark.parametrize("lab", ["01_gridlock_vs_gang", "02_volcano_jobs_and_queues"])
+def test_scheduling_lab_runs_on_the_real_schedulers(api, lab, tmp_path):
+    """The lab's own cells, with BACKEND="kwok": same results check as on the model."""
+    import json
+
+    from helpers import runner
+    from tests.results_checks import CHECKS
+
+    notebook = paths.labs_dir() / f"{lab}.ipynb"
+    if not notebook.is_file():
+        pytest.skip(f"{notebook} is not in this kit yet")
+    out = tmp_path / "results"
+    params = {"BACKEND": "kwok"}
+    run = runner.run_lab(notebook, parameters={**params, "OUTPUT_DIR": str(out)},
+                         output_notebook=tmp_path / notebook.name)
+    assert run.status == "ok", run.error
+    results = json.loads((out / f"{lab}.json").read_text())
+    CHECKS[lab](results, params)
