@@ -81,6 +81,8 @@ class _Run:
     pg_history: dict[str, list[list[Any]]] = field(default_factory=dict)
     pg_info: dict[str, dict[str, Any]] = field(default_factory=dict)
     vcjob_phase: dict[str, str] = field(default_factory=dict)
+    pg_real_names: dict[str, str] = field(default_factory=dict)  # real PodGroup name -> key
+    pg_deleted: set[str] = field(default_factory=set)
     events: list[dict[str, Any]] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     last_change: float = 0.0
@@ -251,8 +253,11 @@ def _observe(api, run: _Run, namespaces: list[str], work: bool) -> None:
             if phase and run.vcjob_phase.get(key) != phase:
                 run.vcjob_phase[key] = phase
                 run.event("vcjob", key, f"phase {phase}")
+        seen = set()
         for pg in k8s.podgroups(api, ns):
             key = _podgroup_key(pg, vcjobs)
+            seen.add(key)
+            run.pg_real_names[pg["metadata"]["name"]] = key
             phase = (pg.get("status") or {}).get("phase", "Pending")
             hist = run.pg_history.setdefault(key, [])
             if not hist or hist[-1][1] != phase:
@@ -260,6 +265,10 @@ def _observe(api, run: _Run, namespaces: list[str], work: bool) -> None:
                 run.event("podgroup", f"podgroup/{key}", f"phase {phase}")
             run.pg_info[key] = {"min_member": pg["spec"].get("minMember", 1),
                                 "queue": pg["spec"].get("queue", "default"), "phase": phase}
+        for key in set(run.pg_info) - seen - run.pg_deleted:
+            # vc-controller-manager deletes a Volcano Job's PodGroup when the job completes.
+            run.pg_deleted.add(key)
+            run.event("podgroup", f"podgroup/{key}", "deleted")
 
 
 def _vcjobs(api, namespace: str) -> list[dict]:
@@ -465,9 +474,11 @@ def _result(api, run: _Run, nodes: Sequence[NodeSpec], *, backend: str, schedule
                   for n in nodes}
     events = list(run.events)
     for ns in namespaces:
-        for line in _scheduler_events(api, ns):
-            events.append({"t": run.lesson(end), "type": "k8s-event", "object": line[0],
-                           "message": line[1]})
+        for involved, message in _scheduler_events(api, ns):
+            kind, _, name = involved.partition("/")
+            obj = f"podgroup/{run.pg_real_names.get(name, name)}" if kind == "podgroup" else involved
+            events.append({"t": run.lesson(end), "type": "k8s-event", "object": obj,
+                           "message": message})
     return SchedulingResult(
         backend=backend, scheduler=scheduler, gridlocked=gridlocked, jobs=jobs,
         podgroups=podgroups,
