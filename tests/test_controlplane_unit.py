@@ -166,3 +166,61 @@ def test_manifest_files_keep_the_models_order(tmp_path):
     assert [p.name for p in got] == ["10-y.yaml", "20-x.yaml", "a.yml"]
     with pytest.raises(LabError, match="no such manifest"):
         cluster_run.manifest_files([tmp_path / "missing"])
+
+
+def _two_jobs_run(time_scale: float = 1.0):
+    from helpers import paths
+    from helpers.scheduling import load_manifests
+
+    base = paths.manifests_dir("scheduling")
+    manifests = load_manifests([base / "namespace.yaml", base / "two-jobs" / "default-pods"])
+    return cluster_run._Run(manifests, t0=0.0, time_scale=time_scale)
+
+
+def _track(run, name: str, job: str, **fields):
+    t = cluster_run._PodTrack(name, job, name, created_at=0.0, **fields)
+    run.pods[name] = t
+    return t
+
+
+def test_job_states_follow_the_rendezvous():
+    run = _two_jobs_run()
+    spec = next(j for j in run.manifests.jobs if j.name == "train-a")
+    tracks = [_track(run, f"train-a-{i}", "train-a", node="node-0", bound_at=0.0, phase="Running")
+              for i in range(3)]
+    waiting = cluster_run._job_result(spec, tracks, run)
+    assert (waiting.bound, waiting.pending, waiting.state) == (3, 1, "waiting")
+    tracks.append(_track(run, "train-a-3", "train-a", node="node-1", bound_at=1.0,
+                         phase="Running"))
+    for t in tracks:
+        t.working_at = 1.0
+    assert cluster_run._job_result(spec, tracks, run).state == "running"
+    for t in tracks:
+        t.phase, t.finished_at = "Succeeded", 2.0
+    done = cluster_run._job_result(spec, tracks, run)
+    assert (done.bound, done.completed, done.state, done.finished_at) == (0, 4, "completed", 2.0)
+    assert cluster_run._job_result(spec, [], run).state == "pending"
+
+
+def test_waste_counts_gpu_seconds_bound_but_not_working():
+    from helpers.scheduling import make_nodes
+
+    run = _two_jobs_run(time_scale=0.5)  # real seconds are half a lesson second
+    _track(run, "train-a-0", "train-a", node="node-0", bound_at=0.0, working_at=1.0,
+           finished_at=3.0, phase="Succeeded")
+    _track(run, "train-b-0", "train-b", node="node-1", bound_at=1.0, phase="Running")
+    waste, util = cluster_run._waste_and_utilisation(run, make_nodes(3, 2), end=4.0)
+    # train-a-0 idles 1 s before its rendezvous; train-b-0 idles from 1 s to the end (3 s)
+    assert waste == (1.0 + 3.0) / 0.5
+    assert util["capacity"] == 6
+    assert max(util["allocated"]) == 2
+    assert util["working"][util["t"].index(run.lesson(1.0))] == 1
+
+
+def test_a_run_is_not_quiet_while_work_is_due():
+    run = _two_jobs_run()
+    run.last_change = -100.0  # long ago
+    assert cluster_run._quiet(run, settle=3)
+    _track(run, "train-a-0", "train-a", node="node-0", bound_at=0.0, phase="Running",
+           annotated=True)
+    assert not cluster_run._quiet(run, settle=3)
