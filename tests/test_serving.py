@@ -356,8 +356,8 @@ def test_submit_on_sim_serves_the_manifest(tmp_path, trained):
     store = trained[0].parent
     manifest = isvc.inference_service("iris", isvc.pvc_uri("model-store", trained[0].name))
     assert deploy.local_model_dir(manifest, store) == trained[0]
-    with pytest.raises(BackendUnavailable, match="BACKEND='sim'"):
-        deploy.submit(manifest, Backend("kind", "test"), store)
+    with pytest.raises(BackendUnavailable, match="runs no containers"):
+        deploy.submit(manifest, Backend("kwok", "test"), store)
     s3 = isvc.inference_service("iris", "s3://models-bucket/iris/")
     with pytest.raises(ManifestError, match="only pvc://"):
         deploy.submit(s3, Backend("sim", "test"), store)
