@@ -270,8 +270,8 @@ def withdraw(manifest: dict[str, Any], backend: Backend,
     half-way (no handle came back). Ignore-not-found throughout: safe to run twice.
     """
     if server is not None:
-        server.cleanup()
-    if backend.is_cluster and backend.name == "kind":
+        server.cleanup()  # a ClusterDeployment deletes its InferenceService itself
+    if backend.name == "kind" and not isinstance(server, ClusterDeployment):
         meta = manifest["metadata"]
         cluster.delete_inference_service(meta["name"], meta.get("namespace")
                                          or isvc.DEFAULT_NAMESPACE, target=backend)
