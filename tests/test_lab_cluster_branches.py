@@ -9,7 +9,6 @@ tests/test_cluster_commands.py.)
 
 from __future__ import annotations
 
-import socket
 import subprocess
 from pathlib import Path
 from types import SimpleNamespace
@@ -31,6 +30,7 @@ class FakeForward:
 
     def __init__(self, local_port: int = 43210):
         self.local_port = local_port
+        self.args = ["kubectl", "--context", "kind-kflabs", "port-forward", "svc/iris-predictor"]
         self.closed = 0
 
     @property
@@ -202,16 +202,29 @@ def test_logs_come_from_the_predictor_container(store, calls):
     assert calls[-1][-1] == "-1"
 
 
-def test_listening_addresses_are_read_from_the_os(store, calls):
-    """What listens on the forwarded port is read from the OS: a loopback socket shows as such."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        sock.listen()
-        port = sock.getsockname()[1]
+LISTENER = ("import socket, sys, time; s = socket.socket(); s.bind((sys.argv[1], 0)); "
+            "s.listen(); print(s.getsockname()[1], flush=True); time.sleep(60)")
+
+
+@pytest.mark.parametrize("address", ["127.0.0.1", "0.0.0.0"])  # noqa: S104 - bound for the test only
+def test_listening_addresses_are_read_from_the_os(store, calls, address):
+    """The forward's own sockets, read from the OS: a loopback bind shows as loopback, and a
+    wildcard bind would show as such (the lab's assert would then fail)."""
+    import sys
+
+    proc = subprocess.Popen([sys.executable, "-c", LISTENER, address], stdout=subprocess.PIPE,
+                            text=True)
+    try:
+        port = int(proc.stdout.readline())
         server = deploy.submit(manifest(), KIND, store)
-        server.forward.local_port = port
-        assert server.listening_addresses() == [("127.0.0.1", port)]
-    assert server.listening_addresses() == []  # closed: nothing listens any more
+        server.forward.local_port, server.forward.args = port, proc.args
+        assert server.listening_addresses() == [(address, port)]
+    finally:
+        proc.kill()
+        proc.wait()
+        proc.stdout.close()
+    with pytest.raises(LabError, match="port-forward to iris-predictor is not running"):
+        server.listening_addresses()
 
 
 def test_not_yet_forwarded_is_a_clear_error():
@@ -302,7 +315,8 @@ class FakeKind:
     def port_forward(self, service, namespace, port, *, target):
         self.log.append(("forward", service))
         server = self.servers[service.removesuffix("-predictor")]
-        return SimpleNamespace(local_port=server.port, url=server.url, close=lambda: None)
+        return SimpleNamespace(local_port=server.port, url=server.url, close=lambda: None,
+                               args=server.proc.args)  # the server's process stands in for kubectl
 
     def delete_inference_service(self, name, namespace, target=None):
         self.log.append(("delete", name))

@@ -205,15 +205,29 @@ class ClusterDeployment:
         return cluster.kubectl(*args, timeout=30).stdout.rstrip()
 
     def listening_addresses(self) -> list[tuple[str, int]]:
-        """Who listens on the forwarded port on this machine, read from the OS.
+        """The (address, port) pairs the port-forward process listens on, read from the OS.
 
-        kubectl is told ``--address 127.0.0.1``; this shows it kept to loopback.
+        kubectl is told ``--address 127.0.0.1``; this shows it kept to loopback. The process
+        is found among this kernel's children by its command line, and asked for its own
+        sockets (a system-wide listing needs root on macOS).
+
+        Raises:
+            LabError: the port-forward process is not running any more.
         """
         import psutil
 
-        port = self.port
-        return sorted({(c.laddr.ip, c.laddr.port) for c in psutil.net_connections(kind="inet")
-                       if c.status == psutil.CONN_LISTEN and c.laddr.port == port})
+        args = [str(a) for a in getattr(self.forward, "args", [])]
+        for child in psutil.Process().children():
+            try:
+                if child.cmdline() == args:
+                    conns = child.connections(kind="inet")
+                    return sorted({(c.laddr.ip, c.laddr.port) for c in conns
+                                   if c.status == psutil.CONN_LISTEN})
+            except (psutil.NoSuchProcess, psutil.ZombieProcess):
+                continue  # a child that ended while we looked is not the forward
+        raise LabError(f"the port-forward to {self.model_name}-predictor is not running "
+                       f"(`{' '.join(args) or 'kubectl port-forward'}` ended): run the lab's "
+                       "submit cell again")
 
     def cleanup(self) -> None:
         """Stop the port-forward and delete the InferenceService. Safe to call twice."""
