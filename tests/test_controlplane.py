@@ -371,6 +371,48 @@ def test_every_manifest_in_cluster_passes_server_side_validation(api):
     assert not failures, "\n".join(failures)
 
 
+# --------------------------------------------------------------------------- Training Operator
+
+
+def test_training_operator_gang_schedules_an_xgboostjob_through_volcano(api):
+    """With --gang-scheduler-name=volcano the operator makes a PodGroup and Volcano binds the gang."""
+    trainer = controlplane.module_dir("github.com/kubeflow/training-operator",
+                                      versions.pin("training_operator"))
+    k8s.apply_crds(api, [trainer / "manifests/base/crds/kubeflow.org_xgboostjobs.yaml"])
+    controlplane.create_fake_nodes(api, 2, 2, prefix="train")
+    ns = "kflabs-training-check"
+    res = {"cpu": "100m", "memory": "64Mi", "example.com/gpu": "1"}
+    template = {"spec": {"containers": [{"name": "xgboost", "image": "busybox:1.36.1",
+                                         "resources": {"requests": res, "limits": res}}]}}
+    job = {"apiVersion": "kubeflow.org/v1", "kind": "XGBoostJob",
+           "metadata": {"name": "iris", "namespace": ns},
+           "spec": {"xgbReplicaSpecs": {  # no schedulerName: the operator's flag decides
+               "Master": {"replicas": 1, "restartPolicy": "Never", "template": template},
+               "Worker": {"replicas": 2, "restartPolicy": "ExitCode", "template": template}}}}
+    try:
+        with controlplane.training_operator(api):
+            k8s.ensure_namespace(api, ns)
+            k8s.apply(api, job)
+
+            def gang_running() -> bool:
+                pods = k8s.pods(api, ns)
+                return len(pods) == 3 and all(p.status.phase == "Running" for p in pods)
+
+            k8s.wait_for(gang_running, 90, "the XGBoostJob's 3 pods to run",
+                         diagnostics=lambda: k8s.diagnose(api, ns))
+            groups = k8s.podgroups(api, ns)
+            assert [g["metadata"]["name"] for g in groups] == ["iris"]
+            assert groups[0]["spec"]["minMember"] == 3
+            assert groups[0]["spec"]["queue"] == "default"
+            for pod in k8s.pods(api, ns):
+                assert pod.spec.scheduler_name == "volcano"
+                assert pod.metadata.annotations["scheduling.k8s.io/group-name"] == "iris"
+    finally:
+        k8s.delete_namespace(api, ns)
+        controlplane.delete_fake_nodes(api)
+    assert not controlplane.OPERATOR_CERT_DIR.exists()
+
+
 # --------------------------------------------------------------------------- the labs on kwok
 
 
