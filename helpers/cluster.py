@@ -472,16 +472,28 @@ def install_volcano(timeout: float = INSTALL_TIMEOUT) -> None:
     connection-refused errors of a webhook that is still starting): only then is Volcano
     usable.
     """
-    print(f"installing Volcano {versions.pin('volcano')}")
-    _apply_remote(volcano_url(), what="apply Volcano", timeout=timeout)
-    for deployment in ("volcano-admission", "volcano-controllers", "volcano-scheduler"):
-        rollout("volcano-system", deployment, timeout)
+    _install_and_probe("Volcano", versions.pin("volcano"), volcano_url(), "volcano-system",
+                       deployments=("volcano-admission", "volcano-controllers", "volcano-scheduler"),
+                       probe=_VOLCANO_PROBE, webhook="Volcano admission webhook", timeout=timeout)
+
+
+def _install_and_probe(title: str, version: str, url: str, namespace: str, *,
+                       deployments: tuple[str, ...], probe: dict, webhook: str,
+                       timeout: float) -> None:
+    """Apply an installer, wait for its deployments, then dry-run ``probe`` through its webhook.
+
+    The dry run retries the connection-refused and x509 errors of a webhook that is still
+    starting; a real rejection, or a timeout, fails with the namespace's diagnostics.
+    """
+    print(f"installing {title} {version}")
+    _apply_remote(url, what=f"apply {title}", timeout=timeout)
+    for deployment in deployments:
+        rollout(namespace, deployment, timeout)
     try:
         retry_transient(["kubectl", "--context", CONTEXT, "create", "--dry-run=server", "-f", "-"],
-                        input_text=json.dumps(_VOLCANO_PROBE), what="Volcano admission webhook",
-                        timeout=timeout)
+                        input_text=json.dumps(probe), what=webhook, timeout=timeout)
     except CommandFailed as exc:
-        raise CommandFailed(f"{exc}\n{diagnostics('volcano-system')}", exc.args_list,
+        raise CommandFailed(f"{exc}\n{diagnostics(namespace)}", exc.args_list,
                             exc.returncode, exc.stderr) from None
 
 
@@ -494,17 +506,10 @@ _CERT_PROBE = {
 
 def install_cert_manager(timeout: float = INSTALL_TIMEOUT) -> None:
     """Install cert-manager (KServe's webhooks get their TLS certificates from it) and wait."""
-    print(f"installing cert-manager {versions.pin('cert_manager')}")
-    _apply_remote(cert_manager_url(), what="apply cert-manager", timeout=timeout)
-    for deployment in ("cert-manager", "cert-manager-cainjector", "cert-manager-webhook"):
-        rollout("cert-manager", deployment, timeout)
-    try:
-        retry_transient(["kubectl", "--context", CONTEXT, "create", "--dry-run=server", "-f", "-"],
-                        input_text=json.dumps(_CERT_PROBE), what="cert-manager webhook",
-                        timeout=timeout)
-    except CommandFailed as exc:
-        raise CommandFailed(f"{exc}\n{diagnostics('cert-manager')}", exc.args_list,
-                            exc.returncode, exc.stderr) from None
+    _install_and_probe("cert-manager", versions.pin("cert_manager"), cert_manager_url(),
+                       "cert-manager",
+                       deployments=("cert-manager", "cert-manager-cainjector", "cert-manager-webhook"),
+                       probe=_CERT_PROBE, webhook="cert-manager webhook", timeout=timeout)
 
 
 def configure_kserve_standard(timeout: float = INSTALL_TIMEOUT) -> bool:
