@@ -27,16 +27,27 @@ def check_00_setup(results: dict, params: dict) -> None:
 
 
 def check_01_gridlock_vs_gang(results: dict, params: dict) -> None:
-    """Lab 01: the default scheduler gridlocks the chapter's case and the two-job case; Volcano doesn't."""
+    """Lab 01: the default scheduler gridlocks the chapter's case and the two-job case; Volcano doesn't.
+
+    The two Indexed Jobs end either way on a cluster (the Job controller's order races);
+    the model takes the interleaved order, so on ``sim`` they gridlock.
+    """
     assert results["backend"] == params.get("BACKEND", "sim")
     d, v = results["default"], results["volcano"]
     assert d["gridlocked"] is True and d["jobs_completed"] == 0
     assert v["gridlocked"] is False and v["jobs_completed"] == 1
-    assert d["waste"] > 100 * max(v["waste"], 1.0), (d["waste"], v["waste"])
+    # On a cluster the window ends once it is quiet and start-up latency adds to Volcano's
+    # waste, so only the model's exact figures support the factor of 100.
+    factor = 100 if results["backend"] == "sim" else 1
+    assert d["waste"] > factor * max(v["waste"], 1.0), (d["waste"], v["waste"])
     two = results["two_jobs"]
     assert two["default"]["gridlocked"] is True and two["default"]["jobs_completed"] == 0
     assert two["volcano"]["gridlocked"] is False and two["volcano"]["jobs_completed"] == 2
     assert two["volcano"]["makespan"] is not None and two["volcano"]["makespan"] > 0
+    indexed = two["indexed_jobs"]
+    assert indexed["jobs_completed"] == (0 if indexed["gridlocked"] else 2), indexed
+    if results["backend"] == "sim":
+        assert indexed["gridlocked"] is True
 
 
 def check_02_volcano_jobs_and_queues(results: dict, params: dict) -> None:
@@ -46,7 +57,11 @@ def check_02_volcano_jobs_and_queues(results: dict, params: dict) -> None:
     assert {"Deployment", "CustomResourceDefinition", "Job"} <= set(kinds)
     assert set(results["installer_deployments"]) == {
         "volcano-admission", "volcano-controllers", "volcano-scheduler"}
-    assert results["vcjob_phases"] == ["Pending", "Inqueue", "Running", "Completed"]
+    # The controller deletes a Volcano Job's PodGroup at completion: it never shows Completed.
+    assert results["vcjob_phases"] == ["Pending", "Inqueue", "Running"]
+    job_phases = results["vcjob_job_phases"]
+    assert job_phases[0] == "Pending" and job_phases[-1] == "Completed", job_phases
+    assert results["vcjob_podgroups_deleted"] == ["train-a", "train-b"]
     share = results["queue_gpus_at_start"]
     assert share["team-a"] == 3 * share["team-b"] > 0, share
     assert results["queue_jobs_completed"] == 8

@@ -23,7 +23,7 @@ import yaml
 
 from helpers import controlplane, k8s, paths, versions
 from helpers.errors import BackendUnavailable
-from helpers.scheduling import cluster_run, load_manifests, make_nodes, scenario, simulate
+from helpers.scheduling import SimConfig, cluster_run, load_manifests, make_nodes, scenario, simulate
 
 pytestmark = [pytest.mark.kwok, pytest.mark.timeout(600)]
 
@@ -184,6 +184,11 @@ def test_volcano_job_walks_its_phases(api):
         assert "Running" in order
         assert order.index("Running") < order.index("Completed")
         assert [p for _, p in result.podgroups[job].history][:3] == ["Pending", "Inqueue", "Running"]
+        # vc-controller-manager deletes the job's PodGroup at completion (the model does too).
+        assert result.podgroups[job].deleted_at is not None
+        assert {"type": "podgroup", "object": f"podgroup/{job}", "message": "deleted"}.items() <= \
+            next(e for e in result.events if e["object"] == f"podgroup/{job}"
+                 and e["message"] == "deleted").items()
 
 
 def test_chapter_scenario_default_holds_gpus_idle_volcano_does_not(api):
@@ -212,12 +217,32 @@ def test_queues_share_the_cluster_by_weight(api):
 # --------------------------------------------------------------------------- conformance
 
 
-#: Differences between the model and the real schedulers that the model keeps on purpose.
-#: scenario id -> (what differs, why). A divergence not listed here fails the test.
-KNOWN_DIVERGENCES: dict[str, str] = {}
+#: Where the model simplifies on purpose: scenario id -> what differs and why. Such a case is
+#: still checked: the real outcome must be one the model gives for some order it knows
+#: (``_ALTERNATIVES``). The notes go under the table in conformance.md.
+KNOWN_DIVERGENCES: dict[str, str] = {
+    "two-jobs/default": "Two Indexed Jobs applied together: the Job controller's concurrent syncs "
+                        "race, so the order their pods reach kube-scheduler changes from run to run "
+                        "(both gridlock and 'train-a first, then train-b' were seen on this control "
+                        "plane). The model takes one order, the controllers' slow-start batches in "
+                        "lockstep (gridlock); SimConfig(job_controller_batches=False) gives the "
+                        "other. The real outcome must match one of the two. The labs show the "
+                        "deadlock with two-jobs/default-pods, created in the order they need.",
+}
 
-FIXED = [("chapter", "default"), ("chapter", "volcano"), ("two-jobs", "default-pods"),
-         ("two-jobs", "volcano"), ("two-jobs", "volcano-job"), ("queues", "volcano")]
+#: Model configurations whose outcome a known divergence may match instead of the default's.
+_ALTERNATIVES = {"two-jobs/default": {"job_controller_batches": False}}
+
+#: Always true, listed under the table: what the model reproduces since it was measured here.
+NOTES = [
+    "A Volcano Job's PodGroup is deleted by vc-controller-manager when the job completes; its "
+    "last phase is Running (\"deleted\" in the PodGroup column) on both sides. PodGroups "
+    "created by hand reach Completed on both.",
+]
+
+FIXED = [("chapter", "default"), ("chapter", "volcano"), ("two-jobs", "default"),
+         ("two-jobs", "default-pods"), ("two-jobs", "volcano"), ("two-jobs", "volcano-job"),
+         ("queues", "volcano")]
 
 
 def random_scenario(seed: int, folder: Path) -> tuple[dict[str, Path], int, int]:
@@ -264,21 +289,32 @@ def _counts(result) -> dict[str, tuple[int, int, int]]:
     return {n: (j.bound, j.pending, j.completed) for n, j in sorted(result.jobs.items())}
 
 
+def _pg_outcomes(result) -> dict[str, str]:
+    """Per PodGroup: ``deleted`` (with its Volcano Job) or its last phase."""
+    return {n: "deleted" if g.deleted_at is not None else g.phase
+            for n, g in sorted(result.podgroups.items())}
+
+
 def _phases(result) -> str:
-    return ", ".join(f"{n}: {g.phase}" for n, g in sorted(result.podgroups.items())) or "-"
+    return ", ".join(f"{n}: {p}" for n, p in _pg_outcomes(result).items()) or "-"
 
 
-def _compare(case: str, model, real, rows: list[str]) -> str | None:
+def _compare(case: str, model, real, rows: list[str], alternative=None) -> str | None:
     m, r = _counts(model), _counts(real)
+    if alternative is not None and r != m and r == _counts(alternative):
+        m, model = _counts(alternative), alternative  # the other order the model knows
+        case = f"{case} (model: one Job after another)"
+    pg_ok = _pg_outcomes(model) == _pg_outcomes(real)
     if model.podgroups or real.podgroups:
-        rows.append(f"| {case} | PodGroup phases | {_phases(model)} | {_phases(real)} | | | |")
+        rows.append(f"| {case} | PodGroups | {_phases(model)} | {_phases(real)} | | | "
+                    f"{'yes' if pg_ok else 'NO'} |")
     for job in sorted(set(m) | set(r)):
         mark = "yes" if m.get(job) == r.get(job) else "NO"
         rows.append(f"| {case} | {job} | {m.get(job)} | {r.get(job)} | "
                     f"{model.jobs[job].state if job in model.jobs else '-'} | "
                     f"{real.jobs[job].state if job in real.jobs else '-'} | {mark} |")
-    if m != r:
-        return f"{case}: model {m} vs real {r}"
+    if m != r or not pg_ok:
+        return f"{case}: model {m} {_phases(model)} vs real {r} {_phases(real)}"
     return None
 
 
@@ -301,17 +337,23 @@ def test_model_agrees_with_the_real_schedulers(api, tmp_path):
     problems = []
     for case, manifest_paths, nodes, gpus, sched, cached in cases:
         node_list = make_nodes(nodes, gpus)
-        model = simulate(load_manifests(manifest_paths), node_list, sched)
+        manifests = load_manifests(manifest_paths)
+        model = simulate(manifests, node_list, sched)
+        other = _ALTERNATIVES.get(case)
+        alternative = simulate(manifests, node_list, sched, config=SimConfig(**other)) \
+            if other else None
         real = cached() if cached else cluster_run.run(manifest_paths, node_list,
                                                        scheduler=sched, backend="kwok")
-        problem = _compare(case, model, real, rows)
-        if problem and case not in KNOWN_DIVERGENCES:
+        problem = _compare(case, model, real, rows, alternative)
+        if problem:
             problems.append(problem)
+    notes = [f"* `{case}` (known simplification): {why}" for case, why in KNOWN_DIVERGENCES.items()]
+    notes += [f"* {note}" for note in NOTES]
     table = "\n".join(rows)
     out = paths.build_dir() / "controlplane" / "conformance.md"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text("# Embedded model vs real schedulers (per-job bound, pending, completed)\n\n"
-                   + table + "\n")
+                   + table + "\n\n## Notes\n\n" + "\n".join(notes) + "\n")
     print(table)
     assert not problems, "model and real schedulers disagree:\n" + "\n".join(problems)
 
@@ -416,20 +458,8 @@ def test_training_operator_gang_schedules_an_xgboostjob_through_volcano(api):
 # --------------------------------------------------------------------------- the labs on kwok
 
 
-LAB_KNOWN_FAILURES = {
-    "01_gridlock_vs_gang": "the lab runs two-jobs/default (Indexed Jobs) on clusters; the Job "
-                           "controller creates one job's pods first, so no gridlock - the "
-                           "cluster needs two-jobs/default-pods (helpers.scheduling, issue 3)",
-    "02_volcano_jobs_and_queues": "the lab expects a Volcano Job's PodGroup to reach Completed; "
-                                  "vc-controller-manager deletes it at completion (last phase "
-                                  "seen: Running) - model or lab to follow (issue 3)",
-}
-
-
 @pytest.mark.notebook
-@pytest.mark.parametrize("lab", [
-    pytest.param(lab, marks=pytest.mark.xfail(reason=why, strict=False))
-    for lab, why in LAB_KNOWN_FAILURES.items()])
+@pytest.mark.parametrize("lab", ["01_gridlock_vs_gang", "02_volcano_jobs_and_queues"])
 def test_scheduling_lab_runs_on_the_real_schedulers(api, lab, tmp_path):
     """The lab's own cells, with BACKEND="kwok": same results check as on the model."""
     import json

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -18,6 +19,7 @@ from helpers.scheduling.model import (
     PodGroupSpec,
     PodSpec,
     QueueSpec,
+    SchedulingResult,
     load_manifests,
     make_nodes,
     parse_quantity,
@@ -218,6 +220,11 @@ def test_pods_for_another_scheduler_stay_pending_with_a_warning():
 
 
 def test_job_controller_slow_start_interleaves_jobs():
+    """The model's order for Jobs applied together: slow-start batches in lockstep.
+
+    One order the real, racing controller can produce (a known simplification, see
+    helpers.scheduling.simulate); job_controller_batches=False gives the other outcome.
+    """
     m = load_manifests(MANIFESTS / "two-jobs" / "default")
     r = simulate(m, make_nodes(3, 2), "default")
     created = [e["object"] for e in r.events if e["type"] == "Created"]
@@ -395,3 +402,27 @@ def test_vcjob_task_errors_name_the_task_field(tmp_path):
         "      replicas: 3\n", "")
     with pytest.raises(ManifestError, match=r"bad.yaml \(document 0\): field spec\.tasks\.0\.replicas"):
         load_manifests(_write(tmp_path, text))
+
+
+def test_vcjob_completion_deletes_its_podgroup_and_logs_the_job_phases():
+    r = simulate(load_manifests([MANIFESTS / "namespace.yaml", MANIFESTS / "two-jobs" / "volcano-job"]),
+                 make_nodes(3, 2), "volcano")
+    for name in ("train-a", "train-b"):
+        g = r.podgroups[name]
+        assert [p for _, p in g.history] == ["Pending", "Inqueue", "Running"]
+        assert g.deleted_at == r.jobs[name].finished_at is not None
+        deleted = [e for e in r.events if e["object"] == f"podgroup/{name}" and e["message"] == "deleted"]
+        assert [(e["type"], e["t"]) for e in deleted] == [("podgroup", g.deleted_at)]
+        # nothing happens to a deleted PodGroup afterwards (it left Volcano's snapshot)
+        assert not [e for e in r.events if e["object"] == f"podgroup/{name}" and e["t"] > g.deleted_at]
+        assert r.vcjob_phases(name) == ["Pending", "Running", "Completing", "Completed"]
+    assert "(deleted with its Volcano Job)" in r.summary()
+    assert SchedulingResult.from_dict(json.loads(json.dumps(r.to_dict()))).podgroups == r.podgroups
+
+
+def test_hand_made_podgroups_are_not_deleted():
+    r = simulate(load_manifests([MANIFESTS / "namespace.yaml", MANIFESTS / "two-jobs" / "volcano"]),
+                 make_nodes(3, 2), "volcano")
+    assert {g.phase for g in r.podgroups.values()} == {"Completed"}
+    assert all(g.deleted_at is None for g in r.podgroups.values())
+    assert not [e for e in r.events if e["message"] == "deleted"] and r.vcjob_phases("train-a") == []

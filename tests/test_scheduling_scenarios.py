@@ -38,7 +38,12 @@ def test_two_jobs_never_gridlock_under_volcano(variant):
     for seed in range(3):
         r = scheduling.run_scenario("two-jobs", variant, seed=seed)
         assert not r.gridlocked and r.metrics["jobs_completed"] == 2
-        assert all(g.phase == "Completed" for g in r.podgroups.values())
+        if variant == "volcano":  # hand-made PodGroups reach Completed
+            assert all(g.phase == "Completed" and g.deleted_at is None for g in r.podgroups.values())
+        else:  # vc-controller-manager deletes a Volcano Job's PodGroup when the job completes
+            for name, g in r.podgroups.items():
+                assert g.phase == "Running" and g.deleted_at == r.jobs[name].finished_at
+                assert r.vcjob_phases(name) == ["Pending", "Running", "Completing", "Completed"]
 
 
 def test_result_round_trips_through_json():
@@ -140,3 +145,26 @@ def test_cluster_backends_go_through_cluster_run_with_the_same_manifests(monkeyp
     assert seen["paths"] == scheduling.scenario("chapter").paths("volcano")
     assert len(seen["nodes"]) == 4 and seen["nodes"][0].allocatable["example.com/gpu"] == 2
     assert seen["scheduler"] == "volcano" and seen["backend"] is kwok and seen["seed"] == 3
+
+
+def test_cluster_events_use_the_models_types_and_names(monkeypatch):
+    """cluster_run writes the real schedulers' events as the model logs its own."""
+    from types import SimpleNamespace as NS
+
+    from kubernetes import client
+
+    from helpers.scheduling import cluster_run
+
+    def event(reason, kind, name, message, component=None):
+        return NS(reason=reason, message=message, reporting_component=component,
+                  source=NS(component=component), involved_object=NS(kind=kind, name=name))
+
+    items = [event("Scheduled", "Pod", "serving-5d-x1", "Successfully assigned ns/serving-5d-x1 "
+                   "to node-2", "default-scheduler"),
+             event("Unschedulable", "PodGroup", "train-b-uid", "resource in cluster is overused"),
+             event("Pulled", "Pod", "serving-5d-x1", "image pulled")]
+    fake = NS(list_namespaced_event=lambda ns: NS(items=items))
+    monkeypatch.setattr(client, "CoreV1Api", lambda api: fake)
+    assert cluster_run._scheduler_events(None, "ns") == [
+        ("Scheduled", "pod/serving-5d-x1", "default-scheduler: bound to node-2"),
+        ("Unschedulable", "podgroup/train-b-uid", "resource in cluster is overused")]

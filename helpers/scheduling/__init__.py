@@ -23,7 +23,9 @@ Result shape (``SchedulingResult.to_dict()``; every backend returns exactly thes
                       "state": "completed"|"running"|"waiting"|"gridlocked"|"pending",
                       "scheduler", "queue", "started_at", "finished_at"}},
       "podgroups": {name: {"name", "phase": "Pending"|"Inqueue"|"Running"|"Completed",
-                           "min_member", "queue", "history": [[t, phase], ...]}},
+                           "min_member", "queue", "history": [[t, phase], ...],
+                           "deleted_at": float | None}},  # a Volcano Job's PodGroup is
+                              # deleted when the job completes (last phase: Running)
       "metrics": {"jobs_completed": int, "jobs_total": int,
                   "makespan": float | None,     # last finite job's completion, None if
                                                 # some finite job never completed
@@ -38,11 +40,15 @@ Result shape (``SchedulingResult.to_dict()``; every backend returns exactly thes
                       "slot"}},   # first GPU lane on the node (model only, else None)
       "nodes": {name: {"allocatable": {resource: int}, "max_pods": int}},
       "events": [{"t": float, "type": str, "object": str, "message": str}, ...],
+                  # types both backends write: "Scheduled" ("<scheduler>: bound to <node>"),
+                  # "Unschedulable", "FailedScheduling", "vcjob" ("phase <P>"), "podgroup"
+                  # ("deleted"); model names for pods and PodGroups
       "warnings": [str, ...],
     }
 
 ``SchedulingResult.summary()`` renders it for people; ``bound_by_queue(t)`` counts pods
-holding nodes per Volcano queue at time ``t``. Times are seconds from the first apply.
+holding nodes per Volcano queue at time ``t``; ``vcjob_phases(job)`` lists a Volcano Job's
+own phases. Times are seconds from the first apply.
 ``bound`` counts pods placed on a node and not yet finished; ``pending`` pods not placed;
 ``completed`` pods that exited successfully.
 
@@ -53,7 +59,11 @@ fail); kube-scheduler is modelled by its queue, NodeResourcesFit and LeastAlloca
 Volcano by enqueue (overcommit + proportion), allocate (gang statements, queue shares),
 backfill and PodGroup phases (no preemption/reclaim, pipelining, hierarchical queues,
 guarantee, network topology or job restart policies). Controllers are modelled only as far
-as pod creation order (Job/ReplicaSet slow-start batches; Volcano Jobs after Inqueue).
+as pod creation order (Job/ReplicaSet slow-start batches; Volcano Jobs after Inqueue) and a
+Volcano Job's phases and PodGroup deletion. Known simplification: Jobs applied together get
+their pods in one fixed order (slow-start batches in lockstep), where the real Job
+controller's concurrent syncs race and the order, hence gridlock or not, varies from run to
+run (scenario ``two-jobs``/``default``; see :mod:`helpers.scheduling.simulate`).
 """
 
 from __future__ import annotations

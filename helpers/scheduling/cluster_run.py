@@ -13,7 +13,13 @@ How the run maps the lesson onto a real cluster:
 * Bare pods meant for the default scheduler are created one after another, each only once
   the scheduler has placed it or declared it unschedulable, so the order the lesson needs
   (A0, B0, A1, B1, ...) is the order kube-scheduler sees. (Controllers such as the Job
-  controller create pods in their own order; the lab says so where it matters.)
+  controller create pods in their own order, which varies from run to run for Jobs applied
+  together; lab 01 shows it with ``two-jobs``/``default``.)
+* The result uses the model's vocabulary: pods and PodGroups by their model names; the
+  schedulers' Kubernetes Events as events typed by their reason (``Scheduled`` written as
+  ``<scheduler>: bound to <node>``); a Volcano Job's phases as ``vcjob`` events; a PodGroup
+  that disappears (vc-controller-manager deletes a Volcano Job's PodGroup when the job
+  completes) as a ``podgroup`` event ``deleted`` and its ``deleted_at``.
 * Nothing runs inside the pods on fake nodes, so the run plays the workers' part: once
   every peer of a job runs (the rendezvous), it annotates those pods with
   ``kflabs.example.com/run-for`` = ``WORK_SECONDS`` x ``time_scale`` (0.02 by default) and kwok completes
@@ -82,7 +88,7 @@ class _Run:
     pg_info: dict[str, dict[str, Any]] = field(default_factory=dict)
     vcjob_phase: dict[str, str] = field(default_factory=dict)
     pg_real_names: dict[str, str] = field(default_factory=dict)  # real PodGroup name -> key
-    pg_deleted: set[str] = field(default_factory=set)
+    pg_deleted: dict[str, float] = field(default_factory=dict)  # key -> real seconds
     events: list[dict[str, Any]] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     last_change: float = 0.0
@@ -265,9 +271,9 @@ def _observe(api, run: _Run, namespaces: list[str], work: bool) -> None:
                 run.event("podgroup", f"podgroup/{key}", f"phase {phase}")
             run.pg_info[key] = {"min_member": pg["spec"].get("minMember", 1),
                                 "queue": pg["spec"].get("queue", "default"), "phase": phase}
-        for key in set(run.pg_info) - seen - run.pg_deleted:
+        for key in sorted(set(run.pg_info) - seen - set(run.pg_deleted)):
             # vc-controller-manager deletes a Volcano Job's PodGroup when the job completes.
-            run.pg_deleted.add(key)
+            run.pg_deleted[key] = now
             run.event("podgroup", f"podgroup/{key}", "deleted")
 
 
@@ -280,9 +286,11 @@ def _vcjobs(api, namespace: str) -> list[dict]:
 
 
 def vcjob_phases(result: SchedulingResult, job: str) -> list[str]:
-    """The phases a Volcano Job went through during a run, in order (from the event log)."""
-    return [e["message"].removeprefix("phase ") for e in result.events
-            if e["type"] == "vcjob" and e["object"] == f"vcjob/{job}"]
+    """The phases a Volcano Job went through during a run, in order (from the event log).
+
+    Same as :meth:`SchedulingResult.vcjob_phases`, which works on every backend's result.
+    """
+    return result.vcjob_phases(job)
 
 
 def _podgroup_key(pg: dict, vcjobs: set[str]) -> str:
@@ -456,7 +464,8 @@ def _result(api, run: _Run, nodes: Sequence[NodeSpec], *, backend: str, schedule
             jobs[name].state = "gridlocked"
     podgroups = {
         key: PodGroupResult(name=key, phase=info["phase"], min_member=info["min_member"],
-                            queue=info["queue"], history=run.pg_history.get(key, []))
+                            queue=info["queue"], history=run.pg_history.get(key, []),
+                            deleted_at=run.lesson(run.pg_deleted.get(key)))
         for key, info in sorted(run.pg_info.items())}
     finite = [j for j in jobs.values()
               if any(p.work_seconds is not None for p in _spec(run, j.name).pods)]
@@ -473,11 +482,15 @@ def _result(api, run: _Run, nodes: Sequence[NodeSpec], *, backend: str, schedule
     node_table = {n.name: {"allocatable": dict(n.allocatable), "max_pods": n.max_pods}
                   for n in nodes}
     events = list(run.events)
+    model_pod = {t.real_name: t.model_name for t in run.pods.values()}
     for ns in namespaces:
-        for involved, message in _scheduler_events(api, ns):
+        for reason, involved, message in _scheduler_events(api, ns):
             kind, _, name = involved.partition("/")
-            obj = f"podgroup/{run.pg_real_names.get(name, name)}" if kind == "podgroup" else involved
-            events.append({"t": run.lesson(end), "type": "k8s-event", "object": obj,
+            if kind == "podgroup":
+                obj = f"podgroup/{run.pg_real_names.get(name, name)}"
+            else:
+                obj = f"pod/{model_pod.get(name, name)}" if kind == "pod" else involved
+            events.append({"t": run.lesson(end), "type": reason, "object": obj,
                            "message": message})
     return SchedulingResult(
         backend=backend, scheduler=scheduler, gridlocked=gridlocked, jobs=jobs,
@@ -556,15 +569,25 @@ def _waste_and_utilisation(run: _Run, nodes: Sequence[NodeSpec], end: float):
     return round(waste / run.time_scale, 2), util
 
 
-def _scheduler_events(api, namespace: str) -> list[tuple[str, str]]:
-    """FailedScheduling / Unschedulable events: what the real schedulers said."""
+def _scheduler_events(api, namespace: str) -> list[tuple[str, str, str]]:
+    """FailedScheduling / Unschedulable / Scheduled events: what the real schedulers said.
+
+    Returns ``(reason, kind/name, message)``; the reason is the event type the model logs
+    too. A pod's Scheduled message is written as the model writes it,
+    ``<scheduler>: bound to <node>`` (the scheduler is the event's reporting component).
+    """
     from kubernetes import client
 
     out = []
     for e in client.CoreV1Api(api).list_namespaced_event(namespace).items:
-        if e.reason in ("FailedScheduling", "Unschedulable", "Scheduled"):
-            out.append((f"{e.involved_object.kind.lower()}/{e.involved_object.name}",
-                        f"{e.reason}: {(e.message or '').strip()[:200]}"))
+        if e.reason not in ("FailedScheduling", "Unschedulable", "Scheduled"):
+            continue
+        kind = e.involved_object.kind.lower()
+        message = (e.message or "").strip()[:200]
+        if e.reason == "Scheduled" and kind == "pod" and " to " in message:
+            component = e.reporting_component or (e.source.component if e.source else "") or "?"
+            message = f"{component}: bound to {message.rsplit(' to ', 1)[1]}"
+        out.append((e.reason, f"{kind}/{e.involved_object.name}", message))
     return out
 
 

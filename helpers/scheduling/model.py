@@ -637,13 +637,20 @@ class JobResult:
 
 @dataclass
 class PodGroupResult:
-    """A PodGroup's final phase and every phase it went through, as ``[time, phase]``."""
+    """A PodGroup's last phase and every phase it went through, as ``[time, phase]``.
+
+    ``deleted_at`` is set when the PodGroup was deleted during the run: vc-controller-manager
+    deletes a Volcano Job's PodGroup when the job completes, so such a PodGroup's last phase
+    is ``Running``, never ``Completed`` (a PodGroup created by hand is not deleted and goes
+    on to ``Completed``).
+    """
 
     name: str
     phase: str
     min_member: int
     queue: str
     history: list[list[Any]]
+    deleted_at: float | None = None
 
 
 @dataclass
@@ -674,6 +681,15 @@ class SchedulingResult:
         data["podgroups"] = {k: PodGroupResult(**v) for k, v in data["podgroups"].items()}
         return cls(**data)
 
+    def vcjob_phases(self, job: str) -> list[str]:
+        """The phases Volcano Job ``job`` went through, in order (from ``vcjob`` events).
+
+        On a cluster they are the phases the run saw; a phase that lasts less than one poll
+        (often ``Completing``) may be missing there.
+        """
+        return [e["message"].removeprefix("phase ") for e in self.events
+                if e["type"] == "vcjob" and e["object"] == f"vcjob/{job}"]
+
     def bound_by_queue(self, t: float) -> dict[str, int]:
         """Pods holding a node at time ``t``, counted per Volcano queue of their job."""
         out: dict[str, int] = {}
@@ -700,6 +716,8 @@ class SchedulingResult:
                          f"{j.pending:4d} {j.completed:4d}  {j.state}")
         for g in self.podgroups.values():
             phases = " -> ".join(p for _, p in g.history)
+            if g.deleted_at is not None:
+                phases += " -> (deleted with its Volcano Job)"
             lines.append(f"podgroup {g.name} (queue {g.queue}, minMember {g.min_member}): {phases}")
         lines.extend(f"warning: {w}" for w in self.warnings)
         return "\n".join(lines)

@@ -25,7 +25,9 @@ nodeorder, binpack``. One session runs every ``--schedule-period`` (1 s):
   the largest ``allocated / deserved`` ratio over resources.
 * At session close each PodGroup's phase is recomputed (``getPodGroupPhase``): Running once
   ``minMember`` pods are scheduled, Completed when every scheduled pod has finished,
-  otherwise it keeps Inqueue or goes back to Pending.
+  otherwise it keeps Inqueue or goes back to Pending. A Volcano Job's PodGroup never gets
+  there: vc-controller-manager deletes it when the job completes (:mod:`.simulate`), and a
+  deleted PodGroup leaves the session's snapshot.
 
 Left out: preemption and reclaim (not in the default actions), pipelining onto releasing
 resources (pods terminate instantly here), the Unknown phase, hierarchical queues,
@@ -187,8 +189,9 @@ class VolcanoScheduler:
         self.dirty = False
         self.last_session = sim.t
         self.sessions += 1
-        groups = [g for g in sim.podgroups.values() if g.phase != "Completed" or
-                  any(p.phase != "Succeeded" for p in g.members)]
+        # A deleted PodGroup (its Volcano Job completed) is no longer in the snapshot.
+        groups = [g for g in sim.podgroups.values() if g.deleted_at is None and (
+            g.phase != "Completed" or any(p.phase != "Succeeded" for p in g.members))]
         groups = [g for g in groups if self._queue_ok(g)]
         self._open(groups)
         self._enqueue(groups)
