@@ -37,7 +37,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from helpers import k8s, paths
+from helpers import k8s
 from helpers.errors import BackendUnavailable, ManifestError
 from helpers.scheduling.model import (
     CPU,
@@ -51,6 +51,7 @@ from helpers.scheduling.model import (
     PodGroupResult,
     SchedulingResult,
     load_manifests,
+    manifest_files,
 )
 
 RUN_FOR = "kflabs.example.com/run-for"
@@ -103,28 +104,6 @@ class _Run:
         self.events.append({"t": self.lesson(self.now()), "type": kind, "object": obj,
                             "message": message})
         self.last_change = time.monotonic()
-
-
-def manifest_files(manifest_paths: Sequence[str | Path] | str | Path) -> list[Path]:
-    """Expand files and folders into the ordered file list (folders: sorted, recursive).
-
-    The order is the model's: one apply step per file.
-    """
-    if isinstance(manifest_paths, str | Path):
-        manifest_paths = [manifest_paths]
-    out: list[Path] = []
-    for raw in manifest_paths:
-        p = paths.resolve(raw)
-        if p.is_dir():
-            found = sorted(q for q in p.rglob("*") if q.suffix in (".yaml", ".yml"))
-            if not found:
-                raise ManifestError(f"{p}: directory holds no .yaml/.yml manifest")
-            out.extend(found)
-        elif p.is_file():
-            out.append(p)
-        else:
-            raise ManifestError(f"{p}: no such manifest file or directory")
-    return out
 
 
 def _quantity(resource: str, value: int) -> str:

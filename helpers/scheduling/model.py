@@ -508,10 +508,22 @@ def _parse_vcjob(doc: _Doc, step: ApplyStep, priorities: dict[str, int], name: s
                              min_available=min_available, queue=queue))
 
 
-def _files(paths: list[str | Path]) -> list[Path]:
+def manifest_files(manifest_paths: list[str | Path] | str | Path) -> list[Path]:
+    """Expand files and folders into the ordered file list (folders: sorted, recursive).
+
+    Relative paths resolve against the repository root. The order is the apply order: the
+    model and the cluster runner (``cluster_run``) both take one apply step per file.
+
+    Raises:
+        ManifestError: a path does not exist, or a folder holds no ``.yaml``/``.yml`` file.
+    """
+    from helpers import paths as kit_paths
+
+    if isinstance(manifest_paths, str | Path):
+        manifest_paths = [manifest_paths]
     out: list[Path] = []
-    for raw in paths:
-        p = Path(raw)
+    for raw in manifest_paths:
+        p = kit_paths.resolve(raw)
         if p.is_dir():
             found = sorted(q for q in p.rglob("*") if q.suffix in (".yaml", ".yml"))
             if not found:
@@ -538,14 +550,13 @@ def load_manifests(paths: list[str | Path] | str | Path) -> Manifests:
             reference to an undefined PodGroup/PriorityClass; the message names the file
             and the field.
     """
-    from helpers import paths as kit_paths
 
     if isinstance(paths, str | Path):
         paths = [paths]
     steps: list[ApplyStep] = []
     priorities = dict(SYSTEM_PRIORITY_CLASSES)
     seen: dict[tuple[str, str], str] = {}
-    for f in _files([kit_paths.resolve(p) for p in paths]):
+    for f in manifest_files(paths):
         source = _display(f)
         try:
             docs = [d for d in yaml.safe_load_all(f.read_text()) if d is not None]
