@@ -39,11 +39,13 @@ def bench_labs() -> dict:
     """Wall time to execute every lab on the embedded default (no install)."""
     from helpers import runner
 
+    jobs = runner.default_jobs("sim")
     with open(Path("/dev/null"), "w") as sink:  # noqa: PTH123 - progress is not wanted here
         start = time.perf_counter()
-        runs = runner.run_all("sim", stream=sink)
+        runs = runner.run_all("sim", stream=sink, jobs=jobs)
     return {
         "labs_seconds": round(time.perf_counter() - start, 2),
+        "labs_jobs": jobs,
         "per_lab_seconds": {r.lab: round(r.seconds, 2) for r in runs},
         "labs_failed": [r.lab for r in runs if r.status != "ok"],
     }

@@ -12,6 +12,7 @@ Usage::
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from dataclasses import dataclass
@@ -50,14 +51,20 @@ class LabRun:
     error: str = ""
 
 
+#: Knob-name endings that denote a folder a lab writes into.
+FOLDER_KNOBS = ("_DIR", "_STORE")
+
+
 def isolated_dirs(declared, base: Path) -> dict[str, str]:
-    """A fresh folder under ``base`` for every ``*_DIR`` knob a lab declares, OUTPUT_DIR aside.
+    """A fresh folder under ``base`` for every folder knob a lab declares, OUTPUT_DIR aside.
+
+    Folder knobs end in ``_DIR`` or ``_STORE`` (``WORK_DIR``, ``MODEL_STORE``).
 
     Tests and grading pass these so their runs never share working folders with each other
     or with ``make run`` (papermill injects them like any other parameter).
     """
     return {name: str(Path(base) / name.lower()) for name in declared
-            if name.endswith("_DIR") and name != "OUTPUT_DIR"}
+            if name.endswith(FOLDER_KNOBS) and name != "OUTPUT_DIR"}
 
 
 def lab_notebooks(selected: list[str] | None = None) -> list[Path]:
@@ -98,14 +105,23 @@ def run_lab(
     return LabRun(notebook.stem, "ok", time.perf_counter() - start)
 
 
-def format_table(runs: list[LabRun]) -> str:
-    """Render the per-lab table printed at the end of a batch run."""
+def format_table(runs: list[LabRun], wall: float | None = None) -> str:
+    """Render the per-lab table printed at the end of a batch run (``wall``: elapsed time)."""
     width = max([len(r.lab) for r in runs] + [3])
     lines = [f"{'lab':<{width}}  {'status':<6}  {'seconds':>7}", "-" * (width + 17)]
     lines += [f"{r.lab:<{width}}  {r.status:<6}  {r.seconds:7.1f}" for r in runs]
     total = sum(r.seconds for r in runs)
-    lines.append(f"{'total':<{width}}  {'':<6}  {total:7.1f}")
+    lines.append(f"{'sum':<{width}}  {'':<6}  {total:7.1f}")
+    if wall is not None:
+        lines.append(f"{'wall':<{width}}  {'':<6}  {wall:7.1f}")
     return "\n".join(lines)
+
+
+def default_jobs(backend: str) -> int:
+    """Labs run two at a time on ``sim`` with 2+ CPUs (they are independent there); one at a
+    time on a cluster, where labs share the cluster's PVC and namespaces."""
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return 2 if backend == "sim" and cpus >= 2 else 1
 
 
 def run_all(
@@ -113,27 +129,48 @@ def run_all(
     selected: list[str] | None = None,
     build_dir: Path | None = None,
     stream=sys.stdout,
+    jobs: int | None = None,
 ) -> list[LabRun]:
-    """Run the selected labs in order, printing progress to ``stream``."""
+    """Run the selected labs, ``jobs`` at a time, printing progress to ``stream``.
+
+    Each lab runs in its own kernel (papermill), in a worker process when ``jobs > 1``.
+    Returns the runs in lab order.
+    """
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+
     build = build_dir or paths.build_dir()
     labs = lab_notebooks(selected)
     if not labs:
         from helpers.errors import LabError
 
         raise LabError(f"no lab matches {selected} in {paths.labs_dir()}")
-    runs = []
-    for i, nb in enumerate(labs, 1):
-        print(f"[{i}/{len(labs)}] {nb.stem} ...", end=" ", file=stream, flush=True)
-        run = run_lab(
-            nb,
-            parameters={"BACKEND": backend, "OUTPUT_DIR": str(build / "results")},
-            output_notebook=build / "labs" / nb.name,
-        )
-        print(f"{run.status} ({run.seconds:.1f} s)", file=stream, flush=True)
+    jobs = max(1, min(jobs or default_jobs(backend), len(labs)))
+    print(f"running {len(labs)} lab(s) on {backend}, {jobs} at a time", file=stream, flush=True)
+    kwargs = [dict(notebook=nb, parameters={"BACKEND": backend, "OUTPUT_DIR": str(build / "results")},
+                   output_notebook=build / "labs" / nb.name) for nb in labs]
+    runs: dict[str, LabRun] = {}
+
+    def report(run: LabRun) -> None:
+        runs[run.lab] = run
+        print(f"[{len(runs)}/{len(labs)}] {run.lab}: {run.status} ({run.seconds:.1f} s)",
+              file=stream, flush=True)
         if run.error:
             print(f"    {run.error[:400]}", file=stream, flush=True)
-        runs.append(run)
-    return runs
+
+    if jobs == 1:
+        for kw in kwargs:
+            print(f"  started {kw['notebook'].stem}", file=stream, flush=True)
+            report(run_lab(**kw))
+    else:
+        with ProcessPoolExecutor(max_workers=jobs) as pool:
+            futures = []
+            for kw in kwargs:
+                futures.append(pool.submit(run_lab, **kw))
+            print("  started " + ", ".join(nb.stem for nb in labs) + " (queued by the pool)",
+                  file=stream, flush=True)
+            for future in as_completed(futures):
+                report(future.result())
+    return [runs[nb.stem] for nb in labs]
 
 
 @cli_errors
@@ -143,10 +180,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--backend", default="sim", help="sim | kind | kwok | auto")
     parser.add_argument("--labs", nargs="*", help="lab prefixes to run, e.g. 01 03 (default all)")
     parser.add_argument("--build-dir", type=Path, default=None, help="default: build/")
+    parser.add_argument("--jobs", type=int, default=None,
+                        help="labs at a time (default: 2 on sim with 2+ CPUs, else 1)")
     args = parser.parse_args(argv)
-    runs = run_all(args.backend, args.labs, args.build_dir)
+    start = time.perf_counter()
+    runs = run_all(args.backend, args.labs, args.build_dir, jobs=args.jobs)
     print()
-    print(format_table(runs))
+    print(format_table(runs, wall=time.perf_counter() - start))
     failed = [r.lab for r in runs if r.status != "ok"]
     if failed:
         print(f"\n{len(failed)} lab(s) failed: {', '.join(failed)}; "

@@ -168,8 +168,24 @@ def test_runner_table_and_exit_status(tmp_path):
     assert [r.status for r in runs] == ["ok"]
     assert (tmp_path / "labs" / "00_setup.ipynb").is_file()
     assert (tmp_path / "results" / "00_setup.json").is_file()
-    table = runner.format_table([*runs, runner.LabRun("x", "failed", 1.0, "boom")])
-    assert "00_setup" in table and "failed" in table and "total" in table
+    table = runner.format_table([*runs, runner.LabRun("x", "failed", 1.0, "boom")], wall=2.5)
+    assert "00_setup" in table and "failed" in table and "sum" in table
+    assert table.splitlines()[-1].split() == ["wall", "2.5"]
+
+
+def test_runner_runs_labs_in_parallel_and_keeps_lab_order(tmp_path):
+    """With two workers the runs come back in lab order, each with its own results file."""
+    runs = runner.run_all("sim", ["00", "02"], tmp_path, jobs=2)
+    assert [r.lab for r in runs] == ["00_setup", "02_volcano_jobs_and_queues"]
+    assert all(r.status == "ok" for r in runs), [r.error for r in runs]
+    assert {p.name for p in (tmp_path / "results").iterdir()} == {
+        "00_setup.json", "02_volcano_jobs_and_queues.json"}
+
+
+def test_isolated_dirs_covers_folder_knobs(tmp_path):
+    """Folder knobs (``*_DIR``, ``*_STORE``) get fresh folders; OUTPUT_DIR and others don't."""
+    got = runner.isolated_dirs(["WORK_DIR", "MODEL_STORE", "OUTPUT_DIR", "SEED"], tmp_path)
+    assert got == {"WORK_DIR": str(tmp_path / "work_dir"), "MODEL_STORE": str(tmp_path / "model_store")}
 
 
 def test_runner_cli_exit_code_on_failure(tmp_path):
