@@ -1200,7 +1200,8 @@ class PortForward:
                     f"(kubectl --context {context} get pods -n {namespace})",
                     args, self._proc.returncode, err)
 
-    def _stop_and_read_stderr(self) -> str:
+    def _terminate(self) -> None:
+        """End the kubectl process: SIGTERM, then SIGKILL after 10 s (no-op once it has ended)."""
         if self._proc.poll() is None:
             self._proc.terminate()
         try:
@@ -1208,6 +1209,9 @@ class PortForward:
         except subprocess.TimeoutExpired:
             self._proc.kill()
             self._proc.wait(timeout=10)
+
+    def _stop_and_read_stderr(self) -> str:
+        self._terminate()
         # stdout belongs to the pump thread; stderr is ours, and the process has ended.
         return self._proc.stderr.read() if self._proc.stderr else ""
 
@@ -1218,13 +1222,7 @@ class PortForward:
 
     def close(self) -> None:
         """Stop the port-forward process (safe to call twice)."""
-        if self._proc.poll() is None:
-            self._proc.terminate()
-            try:
-                self._proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self._proc.kill()
-                self._proc.wait(timeout=10)
+        self._terminate()
         for stream in (self._proc.stdout, self._proc.stderr):
             if stream:
                 stream.close()
