@@ -956,7 +956,12 @@ def _forward(listener: socket.socket, port: int, stop) -> None:
             continue
         except OSError:
             return
-        outer = socket.create_connection(("127.0.0.1", port))
+        try:
+            outer = socket.create_connection(("127.0.0.1", port), timeout=10)
+            outer.settimeout(None)
+        except OSError:
+            inner.close()  # the client sees a reset and retries; keep accepting the next one
+            continue
         for a, b in ((inner, outer), (outer, inner)):
             threading.Thread(target=pump, args=(a, b), daemon=True).start()
 
@@ -1036,7 +1041,7 @@ class training_operator:  # noqa: N801 - used as a context manager, like open()
                     stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
                     start_new_session=True)
             deadline = time.monotonic() + self.timeout
-            while "Starting workers" not in self.log.read_text(errors="replace"):
+            while not self.workers_started():
                 _mount_operator_certs(self.api)
                 if self.proc.poll() is not None or time.monotonic() > deadline:
                     raise BackendUnavailable(
@@ -1047,6 +1052,24 @@ class training_operator:  # noqa: N801 - used as a context manager, like open()
             self.__exit__(None, None, None)
             raise
         return self
+
+    def workers_started(self) -> bool:
+        """True once the XGBoostJob controller (not just the manager) has started its workers.
+
+        The operator registers its job controllers only after its certificates are in place,
+        so this line is the first moment a new XGBoostJob is reconciled.
+        """
+        if not self.log.is_file():
+            return False
+        return any("Starting workers" in line and "xgboostjob-controller" in line
+                   for line in self.log.read_text(errors="replace").splitlines())
+
+    def diagnose(self, lines: int = 30) -> str:
+        """Whether the operator still runs, and the last ``lines`` of its log (for a failed wait)."""
+        state = ("running" if self.proc is not None and self.proc.poll() is None
+                 else f"exited with code {self.proc.returncode}" if self.proc is not None
+                 else "never started")
+        return f"-- Training Operator: {state}; last lines of {self.log}:\n{_tail(self.log, lines)}"
 
     def __exit__(self, *exc) -> None:
         """Stop the operator and the relay; remove the namespace and the webhook configuration."""

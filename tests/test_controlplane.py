@@ -432,7 +432,7 @@ def test_training_operator_gang_schedules_an_xgboostjob_through_volcano(api):
                "Master": {"replicas": 1, "restartPolicy": "Never", "template": template},
                "Worker": {"replicas": 2, "restartPolicy": "ExitCode", "template": template}}}}
     try:
-        with controlplane.training_operator(api):
+        with controlplane.training_operator(api) as operator:
             k8s.ensure_namespace(api, ns)
             k8s.apply(api, job)
 
@@ -440,8 +440,14 @@ def test_training_operator_gang_schedules_an_xgboostjob_through_volcano(api):
                 pods = k8s.pods(api, ns)
                 return len(pods) == 3 and all(p.status.phase == "Running" for p in pods)
 
-            k8s.wait_for(gang_running, 90, "the XGBoostJob's 3 pods to run",
-                         diagnostics=lambda: k8s.diagnose(api, ns))
+            def diagnostics() -> str:
+                from kubernetes import client
+
+                status = client.CustomObjectsApi(api).get_namespaced_custom_object(
+                    "kubeflow.org", "v1", ns, "xgboostjobs", "iris").get("status")
+                return f"{k8s.diagnose(api, ns)}\nXGBoostJob status: {status}\n{operator.diagnose()}"
+
+            k8s.wait_for(gang_running, 90, "the XGBoostJob's 3 pods to run", diagnostics=diagnostics)
             groups = k8s.podgroups(api, ns)
             assert [g["metadata"]["name"] for g in groups] == ["iris"]
             assert groups[0]["spec"]["minMember"] == 3

@@ -262,7 +262,7 @@ def test_start_stop_leaves_no_process(trained):
 LAUNCHER = textwrap.dedent("""
     import sys, time
     from helpers.serving.local import LocalServer
-    srv = LocalServer(sys.argv[1])
+    srv = LocalServer(sys.argv[1], log_path=sys.argv[2])  # a killed process cleans nothing
     try:
         srv.start(timeout=120)
         print("ready", flush=True)
@@ -272,9 +272,9 @@ LAUNCHER = textwrap.dedent("""
 """)
 
 
-def _launch(model_dir: Path) -> tuple[subprocess.Popen, psutil.Process]:
+def _launch(model_dir: Path, log: Path) -> tuple[subprocess.Popen, psutil.Process]:
     """Run LAUNCHER (a stand-in for a notebook kernel) and return it with its server child."""
-    launcher = subprocess.Popen([sys.executable, "-c", LAUNCHER, str(model_dir)],
+    launcher = subprocess.Popen([sys.executable, "-c", LAUNCHER, str(model_dir), str(log)],
                                 stdout=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
@@ -295,9 +295,9 @@ def _gone(proc: psutil.Process, timeout: float = 20.0) -> bool:
     return False
 
 
-def test_interrupt_while_starting_stops_the_server(trained):
+def test_interrupt_while_starting_stops_the_server(trained, tmp_path):
     """A kernel interrupt (SIGINT) during start(): the handle stops the server itself."""
-    launcher, child = _launch(trained[0])
+    launcher, child = _launch(trained[0], tmp_path / "server.log")
     try:
         time.sleep(0.5)
         launcher.send_signal(signal.SIGINT)
@@ -309,9 +309,9 @@ def test_interrupt_while_starting_stops_the_server(trained):
             launcher.kill()
 
 
-def test_server_exits_when_its_parent_is_killed(trained):
+def test_server_exits_when_its_parent_is_killed(trained, tmp_path):
     """A kernel killed outright (SIGKILL, no cleanup runs): the server still exits."""
-    launcher, child = _launch(trained[0])
+    launcher, child = _launch(trained[0], tmp_path / "server.log")
     try:
         time.sleep(0.5)
         os.kill(launcher.pid, signal.SIGKILL)
@@ -377,7 +377,7 @@ def test_bench_measurements_have_their_shape(server, ep):
 THREAD_LAUNCHER = textwrap.dedent("""
     import sys, threading, time
     from helpers.serving.local import LocalServer
-    srv = LocalServer(sys.argv[1], access_log=False)
+    srv = LocalServer(sys.argv[1], access_log=False, log_path=sys.argv[2])
     worker = threading.Thread(target=srv.start, kwargs={"timeout": 120})
     worker.start()
     worker.join()
@@ -387,9 +387,10 @@ THREAD_LAUNCHER = textwrap.dedent("""
 """)
 
 
-def test_server_started_from_a_worker_thread_outlives_the_thread_not_the_process(trained):
+def test_server_started_from_a_worker_thread_outlives_the_thread_not_the_process(trained, tmp_path):
     """Started from a worker thread: survives that thread's end, dies with the process."""
-    launcher = subprocess.Popen([sys.executable, "-c", THREAD_LAUNCHER, str(trained[0])],
+    launcher = subprocess.Popen([sys.executable, "-c", THREAD_LAUNCHER, str(trained[0]),
+                                 str(tmp_path / "server.log")],
                                 stdout=subprocess.PIPE, text=True)
     try:
         line = launcher.stdout.readline()
