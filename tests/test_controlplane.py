@@ -126,6 +126,44 @@ def test_apply_reports_what_the_server_refused(api):
     assert k8s.delete(api, bad) is False  # never created: ignore-not-found
 
 
+def test_phase_watch_sees_every_phase_a_poll_would_miss(api, tmp_path):
+    """Three status changes in a row, faster than any poll: the watch records all three."""
+    from kubernetes import client
+
+    from helpers.scheduling.phase_watch import PhaseWatch
+
+    crd = {"apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
+           "metadata": {"name": "phasetests.kflabs.example.com"},
+           "spec": {"group": "kflabs.example.com", "scope": "Namespaced",
+                    "names": {"plural": "phasetests", "singular": "phasetest", "kind": "PhaseTest"},
+                    "versions": [{"name": "v1", "served": True, "storage": True,
+                                  "subresources": {"status": {}},
+                                  "schema": {"openAPIV3Schema": {
+                                      "type": "object", "x-kubernetes-preserve-unknown-fields": True}}}]}}
+    (tmp_path / "crd.yaml").write_text(yaml.safe_dump(crd))
+    k8s.apply_crds(api, [tmp_path / "crd.yaml"])
+    custom = client.CustomObjectsApi(api)
+    k8s.ensure_namespace(api, "kflabs-phase")
+    watch = PhaseWatch(api, "kflabs.example.com", "v1", "phasetests",
+                       lambda o: (o.get("status") or {}).get("phase")).start()
+    try:
+        obj = custom.create_namespaced_custom_object(
+            "kflabs.example.com", "v1", "kflabs-phase", "phasetests",
+            {"apiVersion": "kflabs.example.com/v1", "kind": "PhaseTest", "metadata": {"name": "x"}})
+        for phase in ("Pending", "Inqueue", "Running"):
+            custom.patch_namespaced_custom_object_status(
+                "kflabs.example.com", "v1", "kflabs-phase", "phasetests", "x",
+                {"status": {"phase": phase}})
+        uid = obj["metadata"]["uid"]
+        k8s.wait_for(lambda: len(watch.phases(uid)) == 3, 10, "the watch to see three phases")
+        assert watch.phases(uid) == ["Pending", "Inqueue", "Running"], watch.error
+    finally:
+        watch.stop()
+        watch.stop()  # safe twice
+        k8s.delete_namespace(api, "kflabs-phase")
+        k8s.delete(api, crd)
+
+
 # --------------------------------------------------------------------------- what the labs teach
 
 

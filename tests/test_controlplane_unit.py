@@ -225,3 +225,54 @@ def test_a_run_is_not_quiet_while_work_is_due():
     _track(run, "train-a-0", "train-a", node="node-0", bound_at=0.0, phase="Running",
            annotated=True)
     assert not cluster_run._quiet(run, settle=3)
+
+
+# -- PhaseTrail: the poll's record, completed by the watch -------------------------------
+
+def _trail_run(sightings, watched_at):
+    """Feed PhaseTrail the poll's sightings with the watch's sequence at each one."""
+    from helpers.scheduling.phase_watch import PhaseTrail
+
+    trail, recorded = PhaseTrail(), []
+    for current, watched in zip(sightings, watched_at, strict=True):
+        recorded.append(trail.see(current, watched))
+    return recorded, trail.recorded
+
+
+def test_phase_trail_restores_a_phase_shorter_than_a_poll():
+    """The poll first sees Inqueue; the watch saw Pending before it: both are recorded."""
+    steps, whole = _trail_run(["Inqueue", "Inqueue", "Running"],
+                              [["Pending", "Inqueue"], ["Pending", "Inqueue"],
+                               ["Pending", "Inqueue", "Running"]])
+    assert steps == [["Pending", "Inqueue"], [], ["Running"]]
+    assert whole == ["Pending", "Inqueue", "Running"]
+
+
+def test_phase_trail_keeps_flip_flops_the_poll_missed():
+    """Inqueue -> Pending -> Inqueue between two polls shows as such."""
+    _, whole = _trail_run(["Inqueue", "Inqueue"],
+                          [["Inqueue"], ["Inqueue", "Pending", "Inqueue"]])
+    assert whole == ["Inqueue", "Pending", "Inqueue"]
+
+
+def test_phase_trail_with_a_lagging_watch_keeps_the_poll_order():
+    """The poll is ahead of the watch: its sighting stands; the watch's later news that
+    precedes it cannot be placed, and nothing is recorded twice or out of order."""
+    _, whole = _trail_run(["Running", "Running", "Completed"],
+                          [[], ["Pending", "Inqueue", "Running"],
+                           ["Pending", "Inqueue", "Running", "Completed"]])
+    assert whole == ["Running", "Completed"]
+
+
+def test_phase_trail_without_a_watch_is_the_plain_poll():
+    _, whole = _trail_run(["Pending", "Pending", "Inqueue", "Running"], [[], [], [], []])
+    assert whole == ["Pending", "Inqueue", "Running"]
+
+
+def test_phase_readers_default_like_the_controllers():
+    from helpers.scheduling.phase_watch import podgroup_phase, vcjob_phase
+
+    assert podgroup_phase({"metadata": {}}) == "Pending"  # no status yet: Pending
+    assert podgroup_phase({"status": {"phase": "Inqueue"}}) == "Inqueue"
+    assert vcjob_phase({"status": {}}) is None
+    assert vcjob_phase({"status": {"state": {"phase": "Running"}}}) == "Running"

@@ -20,6 +20,11 @@ How the run maps the lesson onto a real cluster:
   ``<scheduler>: bound to <node>``); a Volcano Job's phases as ``vcjob`` events; a PodGroup
   that disappears (vc-controller-manager deletes a Volcano Job's PodGroup when the job
   completes) as a ``podgroup`` event ``deleted`` and its ``deleted_at``.
+* Pods, PodGroups and Volcano Jobs are polled a few times a second, and every time is the
+  poll's clock, so what is seen in one poll is causally ordered. A PodGroup can be
+  ``Pending`` for less than a poll, so two watches (:mod:`helpers.scheduling.phase_watch`)
+  record every PodGroup and Volcano Job phase too; a phase the poll missed is recorded
+  when the poll sees the next one.
 * Nothing runs inside the pods on fake nodes, so the run plays the workers' part: once
   every peer of a job runs (the rendezvous), it annotates those pods with
   ``kflabs.example.com/run-for`` = ``WORK_SECONDS`` x ``time_scale`` (0.02 by default) and kwok completes
@@ -53,6 +58,7 @@ from helpers.scheduling.model import (
     load_manifests,
     manifest_files,
 )
+from helpers.scheduling.phase_watch import PhaseTrail, PhaseWatch, podgroup_phase, vcjob_phase
 
 RUN_FOR = "kflabs.example.com/run-for"
 #: Labels the controllers put on the pods they create.
@@ -93,6 +99,17 @@ class _Run:
     events: list[dict[str, Any]] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     last_change: float = 0.0
+    #: Watches that see every PodGroup / Volcano Job phase (a poll misses short ones).
+    watches: dict[str, PhaseWatch] = field(default_factory=dict)
+    trails: dict[tuple[str, str], PhaseTrail] = field(default_factory=dict)
+
+    def phases_to_record(self, kind: str, obj: dict, current: str) -> list[str]:
+        """What to record now for ``obj`` seen by the poll in phase ``current`` (see
+        :class:`helpers.scheduling.phase_watch.PhaseTrail`)."""
+        uid = obj["metadata"]["uid"]
+        trail = self.trails.setdefault((kind, uid), PhaseTrail())
+        watch = self.watches.get(kind)
+        return trail.see(current, watch.phases(uid) if watch else [])
 
     def now(self) -> float:
         return time.monotonic() - self.t0
@@ -234,20 +251,21 @@ def _observe(api, run: _Run, namespaces: list[str], work: bool) -> None:
     for ns in namespaces:
         for vcjob in _vcjobs(api, ns) if vcjobs else []:
             key = f"vcjob/{vcjob['metadata']['name']}"
-            phase = ((vcjob.get("status") or {}).get("state") or {}).get("phase", "")
-            if phase and run.vcjob_phase.get(key) != phase:
-                run.vcjob_phase[key] = phase
-                run.event("vcjob", key, f"phase {phase}")
+            phase = vcjob_phase(vcjob)
+            for new_phase in run.phases_to_record("vcjob", vcjob, phase) if phase else ():
+                run.vcjob_phase[key] = new_phase
+                run.event("vcjob", key, f"phase {new_phase}")
         seen = set()
         for pg in k8s.podgroups(api, ns):
             key = _podgroup_key(pg, vcjobs)
             seen.add(key)
             run.pg_real_names[pg["metadata"]["name"]] = key
-            phase = (pg.get("status") or {}).get("phase", "Pending")
+            phase = podgroup_phase(pg)
             hist = run.pg_history.setdefault(key, [])
-            if not hist or hist[-1][1] != phase:
-                hist.append([run.lesson(now), phase])
-                run.event("podgroup", f"podgroup/{key}", f"phase {phase}")
+            for new_phase in run.phases_to_record("podgroup", pg, phase):
+                if not hist or hist[-1][1] != new_phase:
+                    hist.append([run.lesson(now), new_phase])
+                    run.event("podgroup", f"podgroup/{key}", f"phase {new_phase}")
             run.pg_info[key] = {"min_member": pg["spec"].get("minMember", 1),
                                 "queue": pg["spec"].get("queue", "default"), "phase": phase}
         for key in sorted(set(run.pg_info) - seen - set(run.pg_deleted)):
@@ -394,6 +412,10 @@ def run(manifest_paths: Sequence[str | Path] | str | Path, nodes: Sequence[NodeS
     for ns in namespaces:
         k8s.ensure_namespace(api, ns)
     state = _Run(manifests, time.monotonic(), time_scale)
+    state.watches = {
+        "podgroup": PhaseWatch(api, "scheduling.volcano.sh", "v1beta1", "podgroups",
+                               podgroup_phase).start(),
+        "vcjob": PhaseWatch(api, "batch.volcano.sh", "v1alpha1", "jobs", vcjob_phase).start()}
     state.last_change = time.monotonic()
     deadline = time.monotonic() + timeout
     try:
@@ -416,6 +438,8 @@ def run(manifest_paths: Sequence[str | Path] | str | Path, nodes: Sequence[NodeS
         result = _result(api, state, nodes, backend=name, scheduler=scheduler, seed=seed,
                          namespaces=namespaces)
     finally:
+        for watch in state.watches.values():
+            watch.stop()
         if cleanup:
             _cleanup(api, docs, namespaces)
     return result
