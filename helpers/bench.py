@@ -22,6 +22,7 @@ from pathlib import Path
 
 from helpers import paths
 from helpers.errors import cli_errors
+from helpers.processes import cpus
 
 #: name -> "module:function"; each function takes no argument and returns a dict.
 SECTIONS: dict[str, str] = {
@@ -76,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
     names = [n for n in (args.only or SECTIONS) if n not in args.skip]
     out = paths.build_dir() / "bench.json"
     report = json.loads(out.read_text()) if out.is_file() else {}
-    report["machine"] = {"python": platform.python_version(), "cpus": _cpus(),
+    report["machine"] = {"python": platform.python_version(), "cpus": cpus(),
                          "platform": platform.platform()}
     for name in names:
         print(f"bench: {name} ...", flush=True)
@@ -88,12 +89,6 @@ def main(argv: list[str] | None = None) -> int:
     out.write_text(json.dumps(report, indent=2, sort_keys=True) + "\n")
     print(f"wrote {out}")
     return 0
-
-
-def _cpus() -> int:
-    import os
-
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 if __name__ == "__main__":

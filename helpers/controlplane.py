@@ -53,6 +53,7 @@ import yaml
 
 from helpers import paths, versions
 from helpers.errors import BackendUnavailable, LabError, cli_errors
+from helpers.processes import stop_group
 
 #: Oldest Go that builds every pinned component (etcd 3.6.16 and kwok v0.8.0 say go 1.26).
 MIN_GO = (1, 26)
@@ -1075,13 +1076,8 @@ class training_operator:  # noqa: N801 - used as a context manager, like open()
         """Stop the operator and the relay; remove the namespace and the webhook configuration."""
         from helpers import k8s
 
-        if self.proc is not None and self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait()
+        if self.proc is not None:
+            stop_group(self.proc, grace=15)
         if self.stop is not None:
             self.stop.set()
         if self.listener is not None:

@@ -12,7 +12,6 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import time
 from dataclasses import dataclass
@@ -120,8 +119,9 @@ def format_table(runs: list[LabRun], wall: float | None = None) -> str:
 def default_jobs(backend: str) -> int:
     """Labs run two at a time on ``sim`` with 2+ CPUs (they are independent there); one at a
     time on a cluster, where labs share the cluster's PVC and namespaces."""
-    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-    return 2 if backend == "sim" and cpus >= 2 else 1
+    from helpers.processes import cpus
+
+    return 2 if backend == "sim" and cpus() >= 2 else 1
 
 
 def run_all(

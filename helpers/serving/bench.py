@@ -24,6 +24,7 @@ import numpy as np
 from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter
 
+from helpers.processes import cpus
 from helpers.serving.client import Endpoint
 
 TARGETS = {"p50_ms": 5.0, "p99_ms": 15.0, "batch_1000_ms": 25.0, "concurrent_rps": 300.0,
@@ -174,7 +175,7 @@ def run() -> dict[str, Any]:
         "v2_batch_1000_ms": {"p50": batch_v2["p50_ms"], "p99": batch_v2["p99_ms"]},
         "concurrent_8_clients": conc,
         "server_rss_mb": round(rss / 2**20, 1),
-        "cpus": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
+        "cpus": cpus(),
         "targets": TARGETS,
     }
     figures["met"] = {

@@ -19,7 +19,6 @@ exits if the kernel dies (``PR_SET_PDEATHSIG``, see ``helpers/serving/__main__.p
 from __future__ import annotations
 
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -31,6 +30,7 @@ from pathlib import Path
 
 from helpers import paths
 from helpers.errors import LabError
+from helpers.processes import stop_group
 from helpers.serving.client import Endpoint, EndpointError
 
 
@@ -43,24 +43,6 @@ def free_port(host: str = "127.0.0.1") -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind((host, 0))
         return int(sock.getsockname()[1])
-
-
-def _terminate_group(proc: subprocess.Popen, grace: float = 5.0) -> int | None:
-    """SIGTERM the process group of ``proc``, SIGKILL it after ``grace`` s; return exit code."""
-    if proc.poll() is not None:
-        return proc.returncode
-    try:
-        os.killpg(proc.pid, signal.SIGTERM)
-    except ProcessLookupError:  # exited between poll() and killpg()
-        return proc.wait()
-    try:
-        return proc.wait(timeout=grace)
-    except subprocess.TimeoutExpired:
-        try:
-            os.killpg(proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass  # it finished after all: wait() below collects it
-        return proc.wait(timeout=grace)
 
 
 class LocalServer:
@@ -153,7 +135,7 @@ class LocalServer:
             self.proc = subprocess.Popen(self.command(), stdout=log, stderr=subprocess.STDOUT,
                                          stdin=subprocess.DEVNULL, cwd=paths.ROOT,
                                          start_new_session=True)
-        self._finalizer = weakref.finalize(self, _terminate_group, self.proc)
+        self._finalizer = weakref.finalize(self, stop_group, self.proc)
         try:
             self._wait_ready(timeout)
         except BaseException:
@@ -208,7 +190,7 @@ class LocalServer:
         """
         if self.proc is None:
             return None
-        code = _terminate_group(self.proc, grace)
+        code = stop_group(self.proc, grace)
         if self._finalizer is not None:
             self._finalizer.detach()
         return code
