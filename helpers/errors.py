@@ -39,6 +39,10 @@ class ModelStoreError(LabError):
     """A model directory is missing, empty, corrupt or ambiguous."""
 
 
+class PipelineError(LabError):
+    """The pipeline could not be compiled, validated or run (the message says which step)."""
+
+
 def cli_errors(main: Callable[..., T]) -> Callable[..., T]:
     """Decorate a command-line ``main`` so a :class:`LabError` exits 2 with its message."""
 

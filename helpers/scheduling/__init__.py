@@ -8,7 +8,7 @@ Labs call one function whatever the backend::
 
 On ``sim`` it runs :mod:`helpers.scheduling.simulate` on the manifests under
 ``cluster/manifests/scheduling``; on ``kind``/``kwok`` it applies the same manifests to a
-real API server through :mod:`helpers.scheduling.cluster_run` and returns the same shape.
+real API server through :mod:`helpers.backend.scheduling_run` and returns the same shape.
 
 Result shape (``SchedulingResult.to_dict()``; every backend returns exactly these keys)::
 

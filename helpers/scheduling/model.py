@@ -33,11 +33,12 @@ from typing import Any
 import yaml
 
 from helpers.errors import ManifestError
+from helpers.kube.names import DNS1123_SUBDOMAIN, GPU_RESOURCE
 
 #: Resource names of the model. ``pods`` is the node's pod-count limit, not a request.
 CPU = "cpu"
 MEMORY = "memory"
-GPU = "example.com/gpu"
+GPU = GPU_RESOURCE
 DEFAULT_SCHEDULER = "default-scheduler"
 VOLCANO = "volcano"
 GROUP_ANNOTATION = "scheduling.k8s.io/group-name"
@@ -367,7 +368,7 @@ def _pod_template(doc: _Doc, spec_path: str, *, name: str, job: str, steps_prior
 
 def _name(doc: _Doc) -> str:
     name = doc.get("metadata.name", kind=str)
-    if not re.match(r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$", name):
+    if not DNS1123_SUBDOMAIN.match(name):
         raise doc.err("metadata.name", f"{name!r} is not a valid Kubernetes name")
     return name
 
@@ -512,7 +513,7 @@ def manifest_files(manifest_paths: list[str | Path] | str | Path) -> list[Path]:
     """Expand files and folders into the ordered file list (folders: sorted, recursive).
 
     Relative paths resolve against the repository root. The order is the apply order: the
-    model and the cluster runner (``cluster_run``) both take one apply step per file.
+    model and the cluster runner (``scheduling_run``) both take one apply step per file.
 
     Raises:
         ManifestError: a path does not exist, or a folder holds no ``.yaml``/``.yml`` file.

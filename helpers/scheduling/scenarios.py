@@ -1,20 +1,19 @@
 """The labs' scenarios and the one call that runs them on any backend.
 
 A :class:`Scenario` names manifest files under ``cluster/manifests/scheduling`` per
-scheduler and the cluster they are sized for. :func:`run_scenario` runs one on the model
-(``sim``) or on a real API server (``kind``/``kwok``, through
-:mod:`helpers.scheduling.cluster_run`) and returns the same
-:class:`~helpers.scheduling.model.SchedulingResult` either way.
+scheduler and the cluster they are sized for. :func:`run_scenario` runs one on the model, or
+calls the ``run_scheduling`` verb of the backend object it is given (``sim`` runs the model
+too; ``kind``/``kwok`` apply the manifests to a real API server through
+:mod:`helpers.backend.scheduling_run`), and returns the same
+:class:`~helpers.scheduling.model.SchedulingResult` either way. This package never imports
+a backend: the verb is the whole contract::
 
-The cluster entry point that ``cluster_run`` provides::
-
-    cluster_run.run(manifests: list[pathlib.Path], *, scheduler: str, backend: Backend,
-                    nodes: int, node_gpus: int, seed: int, horizon: float) -> SchedulingResult
+    backend.run_scheduling(manifest_paths: list[pathlib.Path], nodes: list[NodeSpec],
+                           scheduler: str, *, seed: int, config: SimConfig) -> SchedulingResult
 """
 
 from __future__ import annotations
 
-import importlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -84,7 +83,8 @@ def run_scenario(which: str | Scenario, variant: str = "default", backend=None, 
         which: Scenario name (see :data:`SCENARIOS`) or a :class:`Scenario`.
         variant: ``default`` or ``volcano`` (and the scenario's extra variants, e.g.
             ``volcano-job``); the scheduler is Volcano for variants starting with ``volcano``.
-        backend: A :class:`helpers.backend.Backend`, a backend name, or None for ``sim``.
+        backend: The backend object :func:`helpers.backend.resolve` returned (its
+            ``run_scheduling`` verb runs the scenario), or None for the model.
         seed: Tie-breaking seed of the model.
         nodes: Override the scenario's node count.
         node_gpus: Override ``example.com/gpu`` per node.
@@ -92,29 +92,20 @@ def run_scenario(which: str | Scenario, variant: str = "default", backend=None, 
         **config: Further :class:`SimConfig` fields for the model.
 
     Raises:
-        BackendUnavailable: A cluster backend without ``helpers.scheduling.cluster_run``.
+        BackendUnavailable: A name instead of a backend object, or an unreachable cluster.
         LabError: Unknown scenario or variant.
     """
     sc = which if isinstance(which, Scenario) else scenario(which)
-    name = getattr(backend, "name", backend) or "sim"
     scheduler = _scheduler_of(variant)
     manifest_paths = sc.paths(variant)
     n = nodes if nodes is not None else sc.nodes
     g = node_gpus if node_gpus is not None else sc.node_gpus
     cfg = SimConfig(**{**sc.config, **config, **({"horizon": horizon} if horizon else {})})
-    if name == "sim":
+    if backend is None:
         return simulate(load_manifests(manifest_paths), make_nodes(n, g), scheduler,
                         seed=seed, config=cfg)
-    if name not in ("kind", "kwok"):
-        raise BackendUnavailable(f"unknown backend {name!r}: use sim, kind or kwok")
-    try:
-        cluster_run = importlib.import_module("helpers.scheduling.cluster_run")
-    except ModuleNotFoundError as exc:
-        if exc.name != "helpers.scheduling.cluster_run":
-            raise
+    if isinstance(backend, str):
         raise BackendUnavailable(
-            f'BACKEND="{name}": the scheduling labs cannot drive a cluster yet '
-            "(helpers.scheduling.cluster_run is not installed in this kit); "
-            'run with BACKEND="sim"') from None
-    return cluster_run.run(manifest_paths, make_nodes(n, g), scheduler=scheduler,
-                           backend=backend, seed=seed)
+            f"unknown backend {backend!r} here: run_scenario takes the backend object that "
+            "helpers.backend.resolve(BACKEND) returns (or None for the model)")
+    return backend.run_scheduling(manifest_paths, make_nodes(n, g), scheduler, seed=seed, config=cfg)

@@ -35,11 +35,14 @@ import yaml
 
 from helpers import paths, versions
 from helpers.errors import ManifestError
+from helpers.kube.names import DNS1035_LABEL as _DNS1035_LABEL
+from helpers.kube.names import DNS1123_LABEL as _DNS1123_LABEL
+from helpers.kube.names import MODEL_NAMESPACE
 
 API_VERSION = "serving.kserve.io/v1beta1"
 KIND = "InferenceService"
 #: The namespace the serving manifests use (like kflabs-scheduling for the scheduling labs).
-DEFAULT_NAMESPACE = "kflabs-serving"
+DEFAULT_NAMESPACE = MODEL_NAMESPACE
 #: KServe's deployment-mode annotation; Standard (formerly RawDeployment) needs no Knative.
 DEPLOYMENT_MODE_ANNOTATION = "serving.kserve.io/deploymentMode"
 DEPLOYMENT_MODES = ("Standard", "Knative", "RawDeployment", "Serverless", "ModelMesh")
@@ -65,8 +68,6 @@ KIND_RESOURCES: dict[str, dict[str, str]] = {
 KIND_BUDGET = {"cpu": "1", "memory": "1Gi"}
 
 STORAGE_SCHEMES = ("pvc", "gs", "s3", "hdfs", "webhdfs", "http", "https", "file", "hf", "oci")
-_DNS1035_LABEL = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
-_DNS1123_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 _BUCKET = re.compile(r"^[a-z0-9][a-z0-9._-]{1,61}[a-z0-9]$")
 
 
@@ -102,6 +103,29 @@ def pvc_uri(pvc: str, path: str = "iris") -> str:
     if problems:
         raise ManifestError("; ".join(problems))
     return f"pvc://{pvc}/{path.strip('/')}/" if path.strip("/") else f"pvc://{pvc}"
+
+
+def parse_pvc_uri(uri: str) -> tuple[str, str]:
+    """``pvc://<pvc>/<path>/`` -> ``(pvc, path)``: the one place a ``pvc://`` URI is read.
+
+    Raises:
+        ManifestError: not a well-formed ``pvc://`` URI (the kit's model store, a local folder
+            on sim and the PVC on kind, holds only those; nothing local stands in for a bucket).
+    """
+    parsed = urlparse(uri) if isinstance(uri, str) else None
+    if parsed is None or parsed.scheme != "pvc":
+        raise ManifestError(f"storageUri {uri!r}: only pvc:// URIs map to the kit's model store "
+                            "(a local folder on sim, the PVC on kind); use "
+                            "isvc.pvc_uri(<pvc>, <path>)")
+    problems = _check_storage_uri(uri)
+    if problems:
+        raise ManifestError("; ".join(problems))
+    return parsed.netloc, parsed.path.strip("/")
+
+
+def storage_uri_of(manifest: Mapping[str, Any]) -> str:
+    """The ``spec.predictor.model.storageUri`` of an InferenceService manifest."""
+    return manifest["spec"]["predictor"]["model"]["storageUri"]
 
 
 def inference_service(name: str, storage_uri: str, *, namespace: str = DEFAULT_NAMESPACE,

@@ -64,6 +64,9 @@ class LocalServer:
     as soon as the starting thread ended.
     """
 
+    #: The kit's model class checks shape, type, NaN and batch size (answers 4xx).
+    validates_input = True
+
     def __init__(self, model_dir: str | os.PathLike[str], model_name: str = "iris", *,
                  host: str = "127.0.0.1", port: int | None = None, model_format: str = "auto",
                  max_batch_rows: int = 10_000, access_log: bool = True,

@@ -1,6 +1,6 @@
 """Every phase a Volcano object passes through, even the short ones a poll misses.
 
-:mod:`helpers.scheduling.cluster_run` polls the cluster a few times a second and stamps
+:mod:`helpers.backend.scheduling_run` polls the cluster a few times a second and stamps
 what it sees with its own clock, so pods and PodGroups share one causal time line: a pod
 first seen in a poll was created after the PodGroup phase that same poll (or an earlier
 one) saw. A poll can miss a phase that lasts less than one poll, though: a PodGroup is

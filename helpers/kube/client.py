@@ -8,11 +8,12 @@
 * :func:`wait_for` and friends - bounded waits that, on timeout, raise :class:`WaitTimeout`
   with what the cluster looked like: pod phases, recent events, PodGroup conditions.
 
-Nothing here knows about scheduling; ``helpers.scheduling.cluster_run`` builds on it.
+Nothing here knows about scheduling; ``helpers.backend.scheduling_run`` builds on it.
 """
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -22,10 +23,45 @@ import yaml
 
 from helpers import paths
 from helpers.errors import LabError, ManifestError
+from helpers.kube.names import FIELD_MANAGER
 
-#: Field manager recorded on every object the kit applies.
-FIELD_MANAGER = "kflabs"
 PODGROUP = ("scheduling.volcano.sh", "v1beta1", "podgroups")
+
+
+def status_is(exc: BaseException, *codes: int) -> bool:
+    """True when ``exc`` is an API error whose HTTP status is one of ``codes`` (e.g. 404, 409)."""
+    return getattr(exc, "status", None) in codes
+
+
+def default_kubeconfig() -> Path:
+    """The kubeconfig kubectl would use: first entry of ``$KUBECONFIG``, else ``~/.kube/config``."""
+    env = os.environ.get("KUBECONFIG", "")
+    first = next((p for p in env.split(os.pathsep) if p), "")
+    return Path(first).expanduser() if first else Path.home() / ".kube" / "config"
+
+
+def probe(kubeconfig: Path, context: str | None, timeout: float = 3.0) -> str | None:
+    """Return None when the API server behind ``kubeconfig``/``context`` answers, else why not."""
+    if not kubeconfig.is_file():
+        return f"no kubeconfig at {kubeconfig}"
+    from kubernetes import client, config
+    from kubernetes.config.config_exception import ConfigException
+
+    try:
+        contexts, _ = config.list_kube_config_contexts(config_file=str(kubeconfig))
+    except (ConfigException, OSError, ValueError) as exc:
+        return f"kubeconfig {kubeconfig} is unreadable ({exc})"
+    names = [c["name"] for c in contexts or []]
+    if context and context not in names:
+        return f"context {context!r} not in {kubeconfig} (found: {', '.join(names) or 'none'})"
+    try:
+        api = config.new_client_from_config(config_file=str(kubeconfig), context=context)
+        with api:
+            client.VersionApi(api).get_code(_request_timeout=timeout)
+    except Exception as exc:  # noqa: BLE001 - any failure here means "not reachable"
+        summary = str(exc).splitlines()[0][:160] if str(exc) else type(exc).__name__
+        return f"API server not reachable ({summary})"
+    return None
 
 
 class WaitTimeout(LabError):
@@ -194,7 +230,7 @@ def delete(api, obj: dict, namespace: str | None = None, *,
     except NotFoundError:
         return False
     except (ApiException, DynamicApiError) as exc:
-        if getattr(exc, "status", None) == 404:
+        if status_is(exc, 404):
             return False
         raise ApplyError(f"could not delete {_describe(obj)}: {_api_message(exc)}") from None
     return True
@@ -255,7 +291,7 @@ def wait_for_default_service_account(api, namespace: str, timeout: float = 30) -
         try:
             core.read_namespaced_service_account("default", namespace)
         except ApiException as exc:
-            if exc.status == 404:
+            if status_is(exc, 404):
                 return False
             raise
         return True
@@ -273,7 +309,7 @@ def delete_namespace(api, name: str, timeout: float = 60, wait: bool = True) -> 
     try:
         core.delete_namespace(name)
     except ApiException as exc:
-        if exc.status != 404:
+        if not status_is(exc, 404):
             raise
         return
     if not wait:
@@ -283,7 +319,7 @@ def delete_namespace(api, name: str, timeout: float = 60, wait: bool = True) -> 
         try:
             core.read_namespace(name)
         except ApiException as exc:
-            if exc.status == 404:
+            if status_is(exc, 404):
                 return True
             raise
         return False
@@ -355,7 +391,7 @@ def podgroups(api, namespace: str) -> list[dict]:
         out = client.CustomObjectsApi(api).list_namespaced_custom_object(
             group, version, namespace, plural)
     except ApiException as exc:
-        if exc.status == 404:
+        if status_is(exc, 404):
             return []
         raise
     return sorted(out.get("items", []), key=lambda o: o["metadata"]["name"])

@@ -42,8 +42,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from helpers import k8s
+from helpers.backend.phase_watch import PhaseTrail, PhaseWatch, podgroup_phase, vcjob_phase
 from helpers.errors import BackendUnavailable, ManifestError
+from helpers.kube import client as k8s
+from helpers.kube.names import kwok_kubeconfig
 from helpers.scheduling.model import (
     CPU,
     DEFAULT_SCHEDULER,
@@ -58,7 +60,6 @@ from helpers.scheduling.model import (
     load_manifests,
     manifest_files,
 )
-from helpers.scheduling.phase_watch import PhaseTrail, PhaseWatch, podgroup_phase, vcjob_phase
 
 RUN_FOR = "kflabs.example.com/run-for"
 #: Labels the controllers put on the pods they create.
@@ -131,11 +132,11 @@ def _quantity(resource: str, value: int) -> str:
 
 def node_objects(nodes: Sequence[NodeSpec]) -> list[dict]:
     """Fake Node objects (managed by kwok) with the model nodes' allocatable resources."""
-    from helpers import controlplane
+    from helpers.backend.kwok import nodes as kwok_nodes
 
     out = []
     for n in nodes:
-        obj = controlplane.fake_node(n.name, gpus=n.allocatable.get(GPU, 0),
+        obj = kwok_nodes.fake_node(n.name, gpus=n.allocatable.get(GPU, 0),
                                      cpu=_quantity(CPU, n.allocatable.get(CPU, 32000)),
                                      memory=_quantity(MEMORY, n.allocatable.get(MEMORY, 2**38)),
                                      pods=n.max_pods)
@@ -147,9 +148,7 @@ def _connect(backend: Any, kubeconfig: str | None):
     cfg = kubeconfig or getattr(backend, "kubeconfig", None)
     context = getattr(backend, "context", None)
     if cfg is None:
-        from helpers import backend as backends
-
-        cfg = str(backends.kwok_kubeconfig())
+        cfg = str(kwok_kubeconfig())
     problem = _probe(cfg, context)
     if problem:
         raise BackendUnavailable(f"cannot run the scheduling scenario on a cluster: {problem}. "
@@ -158,9 +157,7 @@ def _connect(backend: Any, kubeconfig: str | None):
 
 
 def _probe(cfg: str, context: str | None) -> str | None:
-    from helpers import backend as backends
-
-    return backends.probe(Path(cfg), context)
+    return k8s.probe(Path(cfg), context)
 
 
 def _model_pod_name(pod, manifests: Manifests, vcjobs: set[str],
@@ -379,7 +376,7 @@ def run(manifest_paths: Sequence[str | Path] | str | Path, nodes: Sequence[NodeS
         BackendUnavailable: The cluster is not reachable.
         ManifestError: A manifest the model cannot read (the cluster gets only what the
             model understands, so the two always run the same scenario).
-        helpers.k8s.ApplyError: The API server refused a manifest.
+        helpers.kube.client.ApplyError: The API server refused a manifest.
     """
     if scheduler not in ("default", "volcano"):
         raise ManifestError(f"scheduler={scheduler!r}: choose default or volcano")
@@ -387,13 +384,15 @@ def run(manifest_paths: Sequence[str | Path] | str | Path, nodes: Sequence[NodeS
         raise ManifestError(f"time_scale={time_scale!r} must be > 0")
     files = manifest_files(manifest_paths)
     manifests = load_manifests(files)
-    if isinstance(backend, str):
-        from helpers import backend as backends
+    from helpers import backend as backends
 
+    if backend is None:
+        backend = backends.make("kwok", "the local control plane", kubeconfig)
+    elif isinstance(backend, str):
         backend = backends.resolve(backend, kubeconfig=kubeconfig, announce=False)
-    name = getattr(backend, "name", None) or "kwok"
-    if name not in ("kwok", "kind"):
-        raise BackendUnavailable(f"cluster_run needs a cluster backend (kwok or kind), got {name!r}")
+    if not backend.is_cluster:
+        raise BackendUnavailable(f"scheduling_run needs a cluster backend (kwok or kind), got "
+                                 f"{backend.name!r}")
     api = _connect(backend, kubeconfig)
     per_file = [k8s.load_manifests(f) for f in files]
     docs = [d for file_docs in per_file for d in file_docs]
@@ -401,14 +400,7 @@ def run(manifest_paths: Sequence[str | Path] | str | Path, nodes: Sequence[NodeS
                         | {d["metadata"].get("namespace") for d in docs
                            if d.get("metadata", {}).get("namespace")})
     _cleanup(api, docs, namespaces)  # a previous, interrupted run must not leak into this one
-    if name == "kwok":
-        from helpers import controlplane
-
-        controlplane.delete_fake_nodes(api)
-        objs = node_objects(nodes)
-        for obj in objs:
-            controlplane.add_fake_node(api, obj)
-        k8s.wait_nodes_ready(api, [o["metadata"]["name"] for o in objs], timeout=60)
+    backend.prepare_nodes(api, nodes)  # kwok: these nodes become fake nodes; kind: as they are
     for ns in namespaces:
         k8s.ensure_namespace(api, ns)
     state = _Run(manifests, time.monotonic(), time_scale)
@@ -435,7 +427,7 @@ def run(manifest_paths: Sequence[str | Path] | str | Path, nodes: Sequence[NodeS
         if time.monotonic() >= deadline:
             state.warnings.append(f"the cluster had not settled after {timeout:g} s; the "
                                   "result is a snapshot")
-        result = _result(api, state, nodes, backend=name, scheduler=scheduler, seed=seed,
+        result = _result(api, state, nodes, backend=backend.name, scheduler=scheduler, seed=seed,
                          namespaces=namespaces)
     finally:
         for watch in state.watches.values():
@@ -645,17 +637,18 @@ def throughput_comparison(nodes: int = 1000, gpus_per_node: int = 8, gangs: int 
 
     from kubernetes import client
 
-    from helpers import controlplane
+    from helpers.backend.kwok import nodes as kwok_nodes
+    from helpers.backend.kwok import supervisor
     from helpers.scheduling.model import make_nodes
     from helpers.scheduling.simulate import simulate
 
     api = _connect(None, None)
     core = client.CoreV1Api(api)
     node_specs = make_nodes(nodes, gpus_per_node, cpu="64", memory="512Gi", prefix="bench")
-    controlplane.delete_fake_nodes(api)
+    kwok_nodes.delete_fake_nodes(api)
     start = time.perf_counter()
     for obj in node_objects(node_specs):
-        controlplane.add_fake_node(api, obj)
+        kwok_nodes.add_fake_node(api, obj)
     k8s.wait_nodes_ready(api, [n.name for n in node_specs], timeout=300)
     out: dict[str, Any] = {"nodes": nodes, "node_create_seconds": round(time.perf_counter() - start, 1)}
     total = gangs * gang_size
@@ -670,7 +663,7 @@ def throughput_comparison(nodes: int = 1000, gpus_per_node: int = 8, gangs: int 
             docs = k8s.load_manifests(path)
             k8s.delete_namespace(api, "kflabs-throughput", timeout=300)
             k8s.ensure_namespace(api, "kflabs-throughput")
-            controlplane.pause(component)
+            supervisor.pause(component)
             try:
                 for doc in docs[1:]:
                     if doc["kind"] == "Pod":
@@ -678,7 +671,7 @@ def throughput_comparison(nodes: int = 1000, gpus_per_node: int = 8, gangs: int 
                     else:
                         k8s.apply(api, doc)
             finally:
-                controlplane.resume(component)
+                supervisor.resume(component)
             t = time.perf_counter()
 
             def unbound() -> int:
@@ -694,5 +687,5 @@ def throughput_comparison(nodes: int = 1000, gpus_per_node: int = 8, gangs: int 
                               "model_placed": placed,
                               "real_over_model": round(real_rate / model_rate, 4)}
         k8s.delete_namespace(api, "kflabs-throughput", timeout=300)
-    controlplane.delete_fake_nodes(api)
+    kwok_nodes.delete_fake_nodes(api)
     return out

@@ -70,7 +70,8 @@ def run() -> dict:
     """Time both schedulers on the 1,000-node / 10,000-pod workload and each lab on sim."""
     import resource
 
-    from helpers import paths, runner
+    from helpers import paths
+    from helpers.tools import runner
 
     out = {"workload": "1000 nodes x 8 GPUs, 500 gangs x 20 pods", "target_seconds": 5,
            "target_peak_mb": 500}

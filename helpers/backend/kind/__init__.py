@@ -1,0 +1,133 @@
+"""The ``kind`` backend: a kind cluster with Volcano, KServe and the Training Operator.
+
+* :mod:`~helpers.backend.kind.lifecycle` - create or reuse the cluster, fake GPUs, status;
+* :mod:`~helpers.backend.kind.installs` - Volcano, cert-manager, KServe, the Training
+  Operator at the pins in ``cluster/versions.yaml``; ``up`` / ``down``;
+* :mod:`~helpers.backend.kind.images` - the kit's training image, built and loaded;
+* :mod:`~helpers.backend.kind.training` - the model PVC and the gang-scheduled XGBoostJob;
+* :mod:`~helpers.backend.kind.serving` - the model onto the PVC, the InferenceService, the
+  port-forwarded handle (:class:`~helpers.backend.kind.serving.ClusterDeployment`).
+
+kind cannot run where the kit is developed (no privileged containers); the command lines are
+exercised by ``tests/test_cluster_commands.py`` and the manifests by
+``tests/test_manifests_static.py``; ``tests/test_cluster_kind.py`` runs on a real cluster.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from helpers.backend.base import Backend, register
+from helpers.errors import BackendUnavailable
+from helpers.kube.names import KIND_CONTEXT, MODEL_NAMESPACE
+
+
+def _fix() -> str:
+    missing = [tool for tool in ("docker", "kind", "kubectl") if shutil.which(tool) is None]
+    if missing:
+        return (
+            f"{', '.join(missing)} not found on PATH: install Docker (https://docs.docker.com/get-docker/),"
+            " kind (https://kind.sigs.k8s.io) and kubectl, then run `make cluster-up`;"
+            ' or run the lab with BACKEND="sim"'
+        )
+    return 'run `make cluster-up` to create it, or run the lab with BACKEND="sim"'
+
+
+@register
+class KindBackend(Backend):
+    """A kind cluster reached through its kubeconfig context."""
+
+    name = "kind"
+    is_cluster = True
+    checks_cluster_rules = True
+
+    @classmethod
+    def connect(cls, kubeconfig: str | None = None, context: str | None = None) -> KindBackend:
+        """Probe the kind cluster's API server (context ``kind-kflabs`` by default)."""
+        from helpers.kube import client
+
+        cfg = Path(kubeconfig).expanduser() if kubeconfig else client.default_kubeconfig()
+        ctx = context or KIND_CONTEXT
+        problem = client.probe(cfg, ctx)
+        if problem:
+            raise BackendUnavailable(f'BACKEND="kind": {problem}. Fix: {_fix()}.')
+        return cls(f"kind cluster reachable through context {ctx}", str(cfg), ctx)
+
+    def run_scheduling(self, manifest_paths: list[Path], nodes: list, scheduler: str, *,
+                       seed: int = 0, config: Any = None) -> Any:
+        """Apply the manifests to the cluster and watch them (its real nodes, fake GPUs)."""
+        from helpers.backend import scheduling_run
+
+        return scheduling_run.run(manifest_paths, nodes, scheduler=scheduler, backend=self, seed=seed)
+
+    def prepare_nodes(self, api: Any, nodes: list) -> None:
+        """kind's nodes are real: ``make cluster-up`` gave them their fake GPUs already."""
+
+    def publish_model(self, folder: Path, name: str) -> str:
+        """Copy the folder onto the cluster's model PVC."""
+        from helpers.backend.kind import serving
+
+        return serving.upload_model(folder, name=name, target=self)
+
+    def serve(self, manifest: dict[str, Any], store_dir: str | os.PathLike[str], *,
+              timeout: float = 60.0, **options: Any) -> Any:
+        """Copy the model onto the PVC, apply the InferenceService, wait, port-forward."""
+        from helpers.backend.kind import serving
+
+        return serving.ClusterDeployment(manifest, self).start(store_dir, timeout=timeout)
+
+    def withdraw(self, manifest: dict[str, Any], server: Any = None) -> None:
+        """Stop the port-forward and delete the InferenceService, even without a handle."""
+        from helpers.backend.kind import serving
+
+        if server is not None:
+            server.cleanup()  # a ClusterDeployment deletes its InferenceService itself
+        if not isinstance(server, serving.ClusterDeployment):
+            meta = manifest["metadata"]
+            serving.delete_inference_service(meta["name"], meta.get("namespace") or MODEL_NAMESPACE,
+                                             target=self)
+
+    def train(self, *, seed: int, model_name: str, claim: str,
+              state_dir: str | os.PathLike[str]) -> tuple[str, float | None]:
+        """The chapter's XGBoostJob, gang-scheduled by Volcano, saving onto the PVC."""
+        from helpers.backend.kind import training
+
+        run = training.run_training_job(self, seed=seed, model_name=model_name)
+        return run.model_uri, run.accuracy
+
+    def provision_volume(self, claim: str, state_dir: str | os.PathLike[str]) -> str:
+        """The model namespace and PVC (idempotent)."""
+        from helpers.backend.kind import training
+
+        return training.ensure_model_pvc(self)
+
+    def deploy(self, manifest: dict[str, Any], state_dir: str | os.PathLike[str],
+               timeout: float) -> str:
+        """Apply the InferenceService and await it; ``service://<ns>/<predictor service>``."""
+        from helpers.backend.kind import serving
+        from helpers.kube.names import ISVC_READY_TIMEOUT
+
+        info = serving.deploy_inference_service(manifest, self, timeout=max(timeout, ISVC_READY_TIMEOUT))
+        return f"service://{info['namespace']}/{info['predictor_service']}"
+
+    def reach(self, where: str) -> tuple[str, Callable[[], None] | None]:
+        """A port-forward to ``service://<ns>/<svc>``; ``http://`` needs none."""
+        if not where.startswith("service://"):
+            return super().reach(where)
+        from helpers.kube import kubectl
+
+        namespace, _, service = where[len("service://"):].partition("/")
+        forward = kubectl.port_forward(service, namespace, target=self)
+        return forward.url, forward.close
+
+    def clean_pipeline(self, model_name: str) -> list[str]:
+        """The InferenceService and the XGBoostJob, ignore-not-found (the PVC stays)."""
+        from helpers.backend.kind import serving, training
+
+        serving.delete_inference_service(model_name, target=self)
+        training.delete_training_job(self)
+        return ["cluster objects"]

@@ -1,0 +1,271 @@
+"""Installs on the kind cluster at the pins in ``cluster/versions.yaml``: Volcano, cert-manager,
+KServe (Standard mode) and the Training Operator (patched with ``--gang-scheduler-name=volcano``);
+:func:`up` and :func:`down` behind ``make cluster-up`` / ``make cluster-down``.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from typing import Any
+
+from helpers import versions
+from helpers.backend.kind.images import ensure_training_image
+from helpers.backend.kind.lifecycle import (
+    TOTAL_FAKE_GPUS,
+    check_docker,
+    check_kind_version,
+    create_cluster,
+    delete_cluster,
+    patch_fake_gpus,
+    wait_nodes_ready,
+)
+from helpers.errors import LabError
+from helpers.kube.kubectl import CommandFailed, diagnostics, kubectl, require_tools, retry_transient, rollout
+from helpers.kube.names import KIND_CLUSTER_NAME as CLUSTER_NAME
+from helpers.kube.names import KIND_CONTEXT as CONTEXT
+
+#: Default bound of each install wait (image pulls on a laptop's first run are the slow part).
+INSTALL_TIMEOUT = 600.0
+COMPONENTS = ("volcano", "cert-manager", "kserve", "training-operator")
+
+# --------------------------------------------------------------------------- installs
+def volcano_url() -> str:
+    """Volcano's installer manifest at the pinned tag (never master: it pulls :latest)."""
+    return ("https://raw.githubusercontent.com/volcano-sh/volcano/"
+            f"{versions.pin('volcano')}/installer/volcano-development.yaml")
+
+
+def cert_manager_url() -> str:
+    """cert-manager's release manifest at the pinned version."""
+    pin = versions.pin("cert_manager")
+    return f"https://github.com/cert-manager/cert-manager/releases/download/{pin}/cert-manager.yaml"
+
+
+def kserve_urls() -> tuple[str, str]:
+    """KServe's release manifests at the pinned version: the controller, then the runtimes."""
+    base = f"https://github.com/kserve/kserve/releases/download/{versions.pin('kserve')}"
+    return f"{base}/kserve.yaml", f"{base}/kserve-cluster-resources.yaml"
+
+
+def training_operator_kustomization() -> str:
+    """The Training Operator's standalone overlay at the pinned tag (kubeflow/trainer repo)."""
+    return ("github.com/kubeflow/trainer.git/manifests/overlays/standalone"
+            f"?ref={versions.pin('training_operator')}")
+
+
+def _apply_remote(source: str, *, what: str, timeout: float, kustomize: bool = False) -> None:
+    # Server-side apply: Volcano's and KServe's CRDs are too big for the client-side
+    # last-applied annotation. --force-conflicts lets a re-run take fields back.
+    flag = "-k" if kustomize else "-f"
+    retry_transient(["kubectl", "--context", CONTEXT, "apply", "--server-side",
+                     "--force-conflicts", flag, source], what=what, timeout=timeout)
+
+
+_VOLCANO_PROBE = {
+    "apiVersion": "batch.volcano.sh/v1alpha1", "kind": "Job",
+    "metadata": {"name": "kflabs-webhook-probe", "namespace": "default"},
+    "spec": {"minAvailable": 1, "schedulerName": "volcano", "queue": "default", "tasks": [{
+        "name": "probe", "replicas": 1, "template": {"spec": {
+            "restartPolicy": "Never",
+            "containers": [{"name": "probe", "image": "busybox:1.36.1"}]}}}]},
+}
+
+
+def install_volcano(timeout: float = INSTALL_TIMEOUT) -> None:
+    """Install Volcano from its pinned installer manifest and wait until it admits jobs.
+
+    Waits for the admission webhook, the controllers and the scheduler to roll out, then
+    sends a VolcanoJob through the admission webhooks as a server-side dry run (retrying the
+    connection-refused errors of a webhook that is still starting): only then is Volcano
+    usable.
+    """
+    _install_and_probe("Volcano", versions.pin("volcano"), volcano_url(), "volcano-system",
+                       deployments=("volcano-admission", "volcano-controllers", "volcano-scheduler"),
+                       probe=_VOLCANO_PROBE, webhook="Volcano admission webhook", timeout=timeout)
+
+
+def _install_and_probe(title: str, version: str, url: str, namespace: str, *,
+                       deployments: tuple[str, ...], probe: dict, webhook: str,
+                       timeout: float) -> None:
+    """Apply an installer, wait for its deployments, then dry-run ``probe`` through its webhook.
+
+    The dry run retries the connection-refused and x509 errors of a webhook that is still
+    starting; a real rejection, or a timeout, fails with the namespace's diagnostics.
+    """
+    print(f"installing {title} {version}")
+    _apply_remote(url, what=f"apply {title}", timeout=timeout)
+    for deployment in deployments:
+        rollout(namespace, deployment, timeout)
+    try:
+        retry_transient(["kubectl", "--context", CONTEXT, "create", "--dry-run=server", "-f", "-"],
+                        input_text=json.dumps(probe), what=webhook, timeout=timeout)
+    except CommandFailed as exc:
+        raise CommandFailed(f"{exc}\n{diagnostics(namespace)}", exc.args_list,
+                            exc.returncode, exc.stderr) from None
+
+
+_CERT_PROBE = {
+    "apiVersion": "cert-manager.io/v1", "kind": "Issuer",
+    "metadata": {"name": "kflabs-webhook-probe", "namespace": "default"},
+    "spec": {"selfSigned": {}},
+}
+
+
+def install_cert_manager(timeout: float = INSTALL_TIMEOUT) -> None:
+    """Install cert-manager (KServe's webhooks get their TLS certificates from it) and wait."""
+    _install_and_probe("cert-manager", versions.pin("cert_manager"), cert_manager_url(),
+                       "cert-manager",
+                       deployments=("cert-manager", "cert-manager-cainjector", "cert-manager-webhook"),
+                       probe=_CERT_PROBE, webhook="cert-manager webhook", timeout=timeout)
+
+
+def configure_kserve_standard(timeout: float = INSTALL_TIMEOUT) -> bool:
+    """Make Standard (raw Deployment) KServe's default mode, without Ingress objects.
+
+    KServe's own default is still Knative (Serverless), which needs Istio and Knative
+    Serving. kind has no ingress controller, so Ingress creation is turned off too; the labs
+    reach the predictor Service with ``kubectl port-forward``.
+
+    Returns:
+        True when the ConfigMap changed (the controller is then restarted to re-read it).
+    """
+    cm = json.loads(kubectl("get", "configmap", "inferenceservice-config", "-n", "kserve",
+                            "-o", "json").stdout)
+    data = cm.get("data") or {}
+    try:
+        deploy = json.loads(data.get("deploy") or "{}")
+        ingress = json.loads(data.get("ingress") or "{}")
+    except ValueError as exc:
+        raise LabError(f"KServe's inferenceservice-config holds invalid JSON ({exc}): "
+                       "reinstall KServe (`make cluster-down && make cluster-up`)") from None
+    if deploy.get("defaultDeploymentMode") == "Standard" and ingress.get("disableIngressCreation"):
+        return False
+    deploy["defaultDeploymentMode"] = "Standard"
+    ingress["disableIngressCreation"] = True
+    patch = {"data": {"deploy": json.dumps(deploy, indent=1),
+                      "ingress": json.dumps(ingress, indent=1)}}
+    kubectl("patch", "configmap", "inferenceservice-config", "-n", "kserve", "--type=merge",
+            "-p", json.dumps(patch))
+    kubectl("rollout", "restart", "deployment/kserve-controller-manager", "-n", "kserve")
+    rollout("kserve", "kserve-controller-manager", timeout)
+    return True
+
+
+def install_kserve(timeout: float = INSTALL_TIMEOUT) -> None:
+    """Install KServe (controller, then the ClusterServingRuntimes) in Standard mode.
+
+    Needs cert-manager first: KServe's manifest holds a cert-manager Issuer and Certificate,
+    and the runtimes pass through KServe's own webhook, so both applies retry the start-up
+    errors of those webhooks.
+    """
+    print(f"installing KServe {versions.pin('kserve')} (Standard mode)")
+    controller, runtimes = kserve_urls()
+    # The release manifest leaves the namespace out (KServe's install script makes it).
+    kubectl("apply", "-f", "-", input_text=json.dumps(
+        {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "kserve"}}))
+    _apply_remote(controller, what="apply KServe", timeout=timeout)
+    rollout("kserve", "kserve-controller-manager", timeout)
+    _apply_remote(runtimes, what="apply KServe serving runtimes", timeout=timeout)
+    configure_kserve_standard(timeout)
+
+
+def _gang_flag() -> str:
+    return "--gang-scheduler-name=volcano"
+
+
+def patch_training_operator() -> bool:
+    """Add ``--gang-scheduler-name=volcano`` to the Training Operator's Deployment.
+
+    The Deployment is patched, never the pod: a pod edit would be lost at the next restart.
+    Idempotent: nothing happens when the flag is there; another gang-scheduler value is
+    replaced.
+
+    Returns:
+        True when the Deployment was changed.
+    """
+    dep = json.loads(kubectl("get", "deployment", "training-operator", "-n", "kubeflow",
+                             "-o", "json").stdout)
+    command = dep["spec"]["template"]["spec"]["containers"][0].get("command") or []
+    if _gang_flag() in command:
+        return False
+    found = [i for i, arg in enumerate(command) if arg.startswith("--gang-scheduler-name")]
+    if found:
+        op = {"op": "replace", "path": f"/spec/template/spec/containers/0/command/{found[0]}",
+              "value": _gang_flag()}
+    elif command:
+        op = {"op": "add", "path": "/spec/template/spec/containers/0/command/1",
+              "value": _gang_flag()}
+    else:
+        raise LabError("the training-operator Deployment has no container command to extend: "
+                       "its manifest changed upstream; check the training_operator pin")
+    kubectl("patch", "deployment", "training-operator", "-n", "kubeflow", "--type=json",
+            "-p", json.dumps([op]))
+    return True
+
+
+def install_training_operator(timeout: float = INSTALL_TIMEOUT) -> None:
+    """Install the Training Operator standalone, patched to gang-schedule with Volcano."""
+    print(f"installing the Training Operator {versions.pin('training_operator')} "
+          "(gang scheduler: volcano)")
+    existing = kubectl("get", "deployment", "training-operator", "-n", "kubeflow", "-o", "json",
+                       check=False, timeout=60)
+    command: list[str] = []
+    if existing.returncode == 0:
+        command = json.loads(existing.stdout)["spec"]["template"]["spec"]["containers"][0].get(
+            "command") or []
+    if _gang_flag() in command:
+        # Re-applying would take the patched command back (server-side apply owns the field)
+        # and roll the operator twice; it is installed and patched already.
+        print("  already installed and patched")
+    else:
+        require_tools("git")
+        _apply_remote(training_operator_kustomization(), what="apply the Training Operator",
+                      timeout=timeout, kustomize=True)
+        patch_training_operator()
+    rollout("kubeflow", "training-operator", timeout)
+
+
+def up(*, components: Iterable[str] = COMPONENTS, gpus: int = TOTAL_FAKE_GPUS,
+       timeout: float = INSTALL_TIMEOUT, build_image: bool = True) -> dict[str, Any]:
+    """``make cluster-up``: everything the labs' ``BACKEND="kind"`` needs, idempotently.
+
+    Args:
+        components: which installs to run, in the order of :data:`COMPONENTS`.
+        gpus: fake GPUs in all, spread over the workers.
+        timeout: bound of each wait, in seconds.
+        build_image: build the training image and load it into the nodes.
+
+    Returns:
+        A summary: cluster name, context, fake GPU layout, installed components, image.
+    """
+    wanted = list(components)
+    unknown = sorted(set(wanted) - set(COMPONENTS))
+    if unknown:
+        raise LabError(f"unknown component(s) {unknown}: choose from {', '.join(COMPONENTS)}")
+    require_tools("docker", "kind", "kubectl")
+    check_docker()
+    check_kind_version()
+    create_cluster()
+    wait_nodes_ready()
+    layout = patch_fake_gpus(gpus)
+    steps = {"volcano": install_volcano, "cert-manager": install_cert_manager,
+             "kserve": install_kserve, "training-operator": install_training_operator}
+    if "kserve" in wanted and "cert-manager" not in wanted:
+        wanted.append("cert-manager")  # KServe's webhooks cannot get certificates without it
+    done = []
+    for name in COMPONENTS:
+        if name in wanted:
+            steps[name](timeout)
+            done.append(name)
+    image = ensure_training_image() if build_image else None
+    print(f"cluster ready: context {CONTEXT}; run the labs with BACKEND=\"kind\"")
+    return {"cluster": CLUSTER_NAME, "context": CONTEXT, "gpus": layout, "installed": done,
+            "training_image": image}
+
+
+def down() -> bool:
+    """``make cluster-down``: delete the kind cluster. Safe to run twice."""
+    return delete_cluster()
+
+

@@ -1,0 +1,360 @@
+"""The process supervisor: start etcd, kube-apiserver, kube-controller-manager, kube-scheduler,
+Volcano and kwok as ordinary processes bound to 127.0.0.1, await each, stop them all.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import secrets
+import shutil
+import signal
+import socket
+import ssl
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from helpers.backend.kwok.build import BINARIES, binaries_present, build
+from helpers.backend.kwok.layout import (
+    DEFAULT_PORT_BASE,
+    PORT_BASE_ENV,
+    PORT_OFFSETS,
+    _tail,
+    bin_dir,
+    controlplane_dir,
+    kubeconfig_path,
+    state_dir,
+)
+from helpers.backend.kwok.nodes import _install_volcano_crds, create_fake_nodes
+from helpers.backend.kwok.pki import _write_kubeconfig, _write_pki
+from helpers.errors import BackendUnavailable, LabError
+from helpers.kube import client as k8s
+
+# --------------------------------------------------------------------------- processes
+
+
+def ports() -> dict[str, int]:
+    """Every loopback port the control plane uses (``$KFLABS_CONTROLPLANE_PORT_BASE`` moves them)."""
+    raw = os.environ.get(PORT_BASE_ENV, str(DEFAULT_PORT_BASE))
+    if not raw.isdigit() or not 1024 <= int(raw) <= 65000:
+        raise LabError(f"{PORT_BASE_ENV}={raw!r} must be a number between 1024 and 65000")
+    return {name: int(raw) + off for name, off in PORT_OFFSETS.items()}
+
+
+def port_free(port: int) -> bool:
+    """True when nothing listens on 127.0.0.1:``port``."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+
+@dataclass
+class Component:
+    """One process of the control plane and how to tell that it is ready."""
+
+    name: str
+    argv: list[str]
+    port: int
+    ready: Callable[[], bool]
+    timeout: float = 60.0
+
+
+def _http_ok(url: str, context: ssl.SSLContext | None = None, expect: str = "ok",
+             token: str | None = None) -> bool:
+    request = urllib.request.Request(url)  # noqa: S310 - http(s) on loopback, built here
+    if token:
+        # AlwaysAllow makes kube-apiserver turn anonymous access off: probes authenticate.
+        request.add_header("Authorization", f"Bearer {token}")
+    try:
+        with urllib.request.urlopen(request, timeout=2, context=context) as resp:  # noqa: S310 - loopback
+            return resp.status == 200 and expect in resp.read().decode(errors="replace")
+    except (urllib.error.URLError, OSError, ValueError):
+        return False
+
+
+def _insecure() -> ssl.SSLContext:
+    # Schedulers and controller managers serve /healthz with a certificate they generate in
+    # memory at start; nothing can verify it, and the probe carries no secret.
+    ctx = ssl.create_default_context()
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    return ctx
+
+
+def _components(st: Path, p: dict[str, int], token: str) -> list[Component]:
+    b = bin_dir()
+    pki = st / "pki"
+    kc = str(st / "kubeconfig")
+    conf = controlplane_dir() / "config"
+    verified = ssl.create_default_context(cafile=str(pki / "ca.crt"))
+    api = f"https://127.0.0.1:{p['kube-apiserver']}"
+    common_auth = [f"--kubeconfig={kc}", f"--authentication-kubeconfig={kc}",
+                   f"--authorization-kubeconfig={kc}", "--leader-elect=false",
+                   "--bind-address=127.0.0.1"]
+    return [
+        Component("etcd", [
+            str(b / "etcd"), "--name=kflabs", f"--data-dir={st / 'etcd-data'}",
+            f"--listen-client-urls=http://127.0.0.1:{p['etcd']}",
+            f"--advertise-client-urls=http://127.0.0.1:{p['etcd']}",
+            f"--listen-peer-urls=http://127.0.0.1:{p['etcd-peer']}",
+            f"--initial-advertise-peer-urls=http://127.0.0.1:{p['etcd-peer']}",
+            f"--initial-cluster=kflabs=http://127.0.0.1:{p['etcd-peer']}",
+            "--log-level=warn", "--quota-backend-bytes=1073741824",
+            # The data is thrown away at `down`; syncing every write to disk buys nothing.
+            "--unsafe-no-fsync",
+        ], p["etcd"], lambda: _http_ok(f"http://127.0.0.1:{p['etcd']}/health", expect="true")),
+        Component("kube-apiserver", [
+            str(b / "kube-apiserver"), f"--etcd-servers=http://127.0.0.1:{p['etcd']}",
+            "--bind-address=127.0.0.1", "--advertise-address=127.0.0.1",
+            f"--secure-port={p['kube-apiserver']}",
+            # No kubelets and no real Service network: the `kubernetes` Service's endpoint
+            # would be a loopback address, which validation rejects, so don't reconcile it.
+            "--endpoint-reconciler-type=none",
+            f"--tls-cert-file={pki / 'apiserver.crt'}", f"--tls-private-key-file={pki / 'apiserver.key'}",
+            f"--client-ca-file={pki / 'ca.crt'}",
+            "--service-account-issuer=https://kubernetes.default.svc",
+            f"--service-account-key-file={pki / 'sa.pub'}",
+            f"--service-account-signing-key-file={pki / 'sa.key'}",
+            "--service-cluster-ip-range=10.96.0.0/16",
+            "--authorization-mode=AlwaysAllow", f"--token-auth-file={st / 'tokens.csv'}",
+            "--enable-priority-and-fairness=false", "--profiling=false",
+            "--allow-privileged=true",
+        ], p["kube-apiserver"], lambda: _http_ok(f"{api}/readyz", verified, token=token),
+            timeout=90),
+        Component("kube-controller-manager", [
+            str(b / "kube-controller-manager"), *common_auth,
+            f"--secure-port={p['kube-controller-manager']}",
+            f"--service-account-private-key-file={pki / 'sa.key'}",
+            f"--root-ca-file={pki / 'ca.crt'}", "--use-service-account-credentials=false",
+            # The node lifecycle controller must run: it lifts the not-ready taint a new
+            # Node is created with. A generous grace period keeps a late kwok heartbeat on
+            # a busy machine from tainting (and evicting) a fake node.
+            "--node-monitor-grace-period=2m",
+            "--controllers=*,-service-lb-controller,-node-route-controller,"
+            "-cloud-node-lifecycle-controller",
+        ], p["kube-controller-manager"],
+            lambda: _http_ok(f"https://127.0.0.1:{p['kube-controller-manager']}/healthz", _insecure())),
+        Component("kube-scheduler", [
+            str(b / "kube-scheduler"), *common_auth, f"--secure-port={p['kube-scheduler']}",
+        ], p["kube-scheduler"],
+            lambda: _http_ok(f"https://127.0.0.1:{p['kube-scheduler']}/healthz", _insecure())),
+        Component("vc-scheduler", [
+            str(b / "vc-scheduler"), f"--kubeconfig={kc}", "--leader-elect=false",
+            f"--scheduler-conf={conf / 'volcano-scheduler.conf'}",
+            "--enable-healthz", f"--healthz-address=127.0.0.1:{p['vc-scheduler']}",
+            f"--listen-address=127.0.0.1:{p['vc-scheduler-metrics']}",
+            f"--cache-dump-dir={st}", "--logtostderr=true", "-v=2",
+        ], p["vc-scheduler"], lambda: _http_ok(f"http://127.0.0.1:{p['vc-scheduler']}/healthz")),
+        Component("vc-controller-manager", [
+            str(b / "vc-controller-manager"), f"--kubeconfig={kc}", "--leader-elect=false",
+            "--enable-healthz", f"--healthz-address=127.0.0.1:{p['vc-controller-manager']}",
+            f"--listen-address=127.0.0.1:{p['vc-controller-manager-metrics']}",
+            "--logtostderr=true", "-v=2",
+        ], p["vc-controller-manager"],
+            lambda: _http_ok(f"http://127.0.0.1:{p['vc-controller-manager']}/healthz")),
+        Component("kwok", [
+            str(b / "kwok"), f"--kubeconfig={kc}", f"--config={conf / 'kwok-stages.yaml'}",
+            f"--server-address=127.0.0.1:{p['kwok']}",
+        ], p["kwok"], lambda: _http_ok(f"http://127.0.0.1:{p['kwok']}/healthz")),
+    ]
+
+
+def _load_pids() -> dict[str, dict]:
+    f = state_dir() / "pids.json"
+    return json.loads(f.read_text()) if f.is_file() else {}
+
+
+def _save_pids(table: dict[str, dict]) -> None:
+    (state_dir() / "pids.json").write_text(json.dumps(table, indent=1))
+
+
+def _alive(entry: dict) -> bool:
+    """True when the recorded pid still runs the binary we started (not a recycled pid)."""
+    try:
+        exe = os.readlink(f"/proc/{entry['pid']}/exe")
+    except OSError:
+        return False
+    return Path(exe.removesuffix(" (deleted)")).name == Path(entry["argv"][0]).name
+
+
+def status() -> dict[str, dict]:
+    """Each component's pid, port and whether it runs, from ``build/controlplane/pids.json``."""
+    return {name: {"pid": e["pid"], "port": e["port"], "running": _alive(e)}
+            for name, e in _load_pids().items()}
+
+
+def is_up() -> bool:
+    """True when every component runs and the API server answers ``/readyz``."""
+    table = _load_pids()
+    if set(table) != {c for c in BINARIES} or not all(_alive(e) for e in table.values()):
+        return False
+    pki = state_dir() / "pki" / "ca.crt"
+    tokens = state_dir() / "tokens.csv"
+    if not (pki.is_file() and tokens.is_file()):
+        return False
+    return _http_ok(f"https://127.0.0.1:{table['kube-apiserver']['port']}/readyz",
+                    ssl.create_default_context(cafile=str(pki)),
+                    token=tokens.read_text().split(",", 1)[0])
+
+
+def down(quiet: bool = False) -> list[str]:
+    """Stop every component this kit started and delete the etcd data. Safe to run twice.
+
+    Args:
+        quiet: Print nothing.
+
+    Returns:
+        Names of the components that were stopped.
+    """
+    table = _load_pids()
+    stopped = []
+    for name in reversed(list(table)):
+        entry = table[name]
+        if not _alive(entry):
+            continue
+        try:
+            os.killpg(entry["pid"], signal.SIGTERM)
+        except ProcessLookupError:
+            continue
+        stopped.append(name)
+    deadline = time.monotonic() + 15
+    for name in stopped:
+        entry = table[name]
+        while _alive(entry) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        if _alive(entry):
+            os.killpg(entry["pid"], signal.SIGKILL)
+    for name in stopped:  # reap the ones this very process started (in tests)
+        try:
+            os.waitpid(table[name]["pid"], os.WNOHANG)
+        except ChildProcessError:
+            pass
+    (state_dir() / "pids.json").unlink(missing_ok=True)
+    shutil.rmtree(state_dir() / "etcd-data", ignore_errors=True)
+    if not quiet:
+        print(f"control plane stopped ({', '.join(stopped) or 'nothing was running'})")
+    return stopped
+
+
+def up(nodes: int = 4, node_gpus: int = 2, *, build_first: bool = True,
+       log: Callable[[str], None] = print) -> dict:
+    """Start the control plane (building it first if needed) and create fake nodes.
+
+    Idempotent: when everything already runs, it only checks and returns.
+
+    Args:
+        nodes: Fake nodes to create (0 for none; scheduling runs create their own).
+        node_gpus: ``example.com/gpu`` capacity of each fake node.
+        build_first: Build or reuse the binaries first.
+        log: Where progress lines go.
+
+    Returns:
+        ``{"kubeconfig", "seconds", "already_running", "components": {name: port}}``.
+
+    Raises:
+        BackendUnavailable: Go missing, a build failed, a port is taken by another program,
+            or a component did not become ready (with its log tail and the port it wanted).
+    """
+    start = time.perf_counter()
+    if is_up():
+        return {"kubeconfig": str(kubeconfig_path()), "seconds": 0.0, "already_running": True,
+                "components": {n: e["port"] for n, e in _load_pids().items()}}
+    down(quiet=True)  # a half-started earlier attempt must not hold ports or data
+    p = ports()
+    taken = [f"{name} 127.0.0.1:{port}" for name, port in p.items() if not port_free(port)]
+    if taken:
+        raise BackendUnavailable(
+            "ports needed by the control plane are in use by another program: "
+            + ", ".join(taken) + f". Stop that program, or move every port with "
+            f"{PORT_BASE_ENV}=<base> (now {p['kube-apiserver'] - PORT_OFFSETS['kube-apiserver']}).")
+    if build_first:
+        build(log=log)
+    elif not binaries_present():
+        raise BackendUnavailable(f"control-plane binaries missing in {bin_dir()}: run "
+                                 "`make controlplane-up` (it builds them with Go)")
+    st = state_dir()
+    (st / "logs").mkdir(parents=True, exist_ok=True)
+    pki = _write_pki(st / "pki")
+    token = secrets.token_hex(24)
+    (st / "tokens.csv").write_text(f'{token},kflabs-admin,kflabs-admin,"system:masters"\n')
+    (st / "tokens.csv").chmod(0o600)
+    _write_kubeconfig(kubeconfig_path(), f"https://127.0.0.1:{p['kube-apiserver']}",
+                      pki["ca.crt"], token)
+    table: dict[str, dict] = {}
+    try:
+        for comp in _components(st, p, token):
+            if comp.name == "kube-controller-manager":
+                _install_volcano_crds(log)  # before any controller watches Volcano's kinds
+            logfile = st / "logs" / f"{comp.name}.log"
+            with logfile.open("w") as out:
+                proc = subprocess.Popen(comp.argv, stdout=out, stderr=subprocess.STDOUT,
+                                        stdin=subprocess.DEVNULL, cwd=st,
+                                        start_new_session=True)
+            table[comp.name] = {"pid": proc.pid, "port": comp.port, "argv": comp.argv}
+            _save_pids(table)
+            deadline = time.monotonic() + comp.timeout
+            while not comp.ready():
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    why = (f"exited with status {proc.returncode}" if proc.poll() is not None
+                           else f"was not ready after {comp.timeout:.0f} s")
+                    raise BackendUnavailable(
+                        f"{comp.name} {why} (it wanted 127.0.0.1:{comp.port}); "
+                        f"last lines of {logfile}:\n{_tail(logfile)}")
+                time.sleep(0.2)
+            log(f"  {comp.name} ready on 127.0.0.1:{comp.port}")
+    except BaseException:
+        down(quiet=True)
+        raise
+    api = k8s.connect(str(kubeconfig_path()))
+    k8s.wait_for_default_service_account(api, "default", timeout=60)
+    if nodes:
+        create_fake_nodes(api, nodes, node_gpus)
+    seconds = round(time.perf_counter() - start, 2)
+    log(f"control plane up in {seconds} s; kubeconfig {kubeconfig_path()}")
+    return {"kubeconfig": str(kubeconfig_path()), "seconds": seconds, "already_running": False,
+            "components": {n: e["port"] for n, e in table.items()}}
+
+
+def pause(name: str) -> None:
+    """Freeze one running component (SIGSTOP), e.g. a scheduler while a bench creates pods."""
+    os.kill(_running(name)["pid"], signal.SIGSTOP)
+
+
+def resume(name: str) -> None:
+    """Let a component paused by :func:`pause` continue (SIGCONT)."""
+    os.kill(_running(name)["pid"], signal.SIGCONT)
+
+
+def _running(name: str) -> dict:
+    entry = _load_pids().get(name)
+    if entry is None or not _alive(entry):
+        raise BackendUnavailable(f"{name} is not running: start the control plane with "
+                                 "`make controlplane-up`")
+    return entry
+
+
+def peak_memory_mib() -> dict[str, float]:
+    """Peak resident memory (VmHWM) of each running component, in MiB (Linux only)."""
+    out = {}
+    for name, entry in _load_pids().items():
+        try:
+            text = Path(f"/proc/{entry['pid']}/status").read_text()
+        except OSError:
+            continue
+        match = re.search(r"VmHWM:\s+(\d+) kB", text)
+        if match:
+            out[name] = round(int(match[1]) / 1024, 1)
+    return out
+
+
