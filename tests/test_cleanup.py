@@ -8,7 +8,7 @@ from papermill import inspect_notebook
 from papermill.iorw import load_notebook_node
 from papermill.parameterize import parameterize_notebook
 
-from helpers.runner import isolated_dirs
+from helpers.tools.runner import isolated_dirs
 from tests.conftest import LABS, ROOT, lab_ids
 
 

@@ -18,10 +18,18 @@ from pathlib import Path
 
 import pytest
 
-from helpers import cluster, versions
+from helpers import cluster as kind_cli
+from helpers import versions
+from helpers.backend.kind import images as kind_images
+from helpers.backend.kind import installs as kind_installs
+from helpers.backend.kind import lifecycle as kind_lifecycle
+from helpers.backend.kind import serving as kind_serving
+from helpers.backend.kind import training as kind_training
 from helpers.errors import BackendUnavailable, LabError
+from helpers.kube import kubectl as kubectl_run
+from helpers.kube import names
 
-CTX = ["--context", cluster.CONTEXT]
+CTX = ["--context", names.KIND_CONTEXT]
 
 FAKE = textwrap.dedent("""\
     #!{python}
@@ -117,8 +125,8 @@ def nodes_json(gpus: dict[str, int] | None = None) -> str:
     for name in ("kflabs-worker", "kflabs-worker2", "kflabs-worker3"):
         alloc = {"cpu": "8"}
         if name in gpus:
-            alloc[cluster.GPU_RESOURCE] = str(gpus[name])
-        items.append({"metadata": {"name": name, "labels": {cluster.FAKE_GPU_LABEL: "true"}},
+            alloc[names.GPU_RESOURCE] = str(gpus[name])
+        items.append({"metadata": {"name": name, "labels": {kind_lifecycle.FAKE_GPU_LABEL: "true"}},
                       "status": {"allocatable": alloc}})
     return json.dumps({"items": items})
 
@@ -127,7 +135,7 @@ def nodes_json(gpus: dict[str, int] | None = None) -> str:
 def test_missing_tools_are_named_with_their_fix(tmp_path, monkeypatch):
     monkeypatch.setenv("PATH", str(tmp_path))  # nothing on it
     with pytest.raises(BackendUnavailable) as err:
-        cluster.require_tools("docker", "kind", "kubectl")
+        kubectl_run.require_tools("docker", "kind", "kubectl")
     msg = str(err.value)
     for tool in ("docker", "kind", "kubectl"):
         assert f"{tool}:" in msg
@@ -138,14 +146,14 @@ def test_missing_tools_are_named_with_their_fix(tmp_path, monkeypatch):
 def test_up_stops_before_doing_anything_when_kind_is_missing(fakes, monkeypatch, tmp_path):
     (Path(os.environ["PATH"]) / "kind").unlink()
     with pytest.raises(BackendUnavailable, match="kind"):
-        cluster.up(build_image=False)
+        kind_installs.up(build_image=False)
     assert fakes.calls() == []
 
 
 def test_cli_prints_the_fix_and_exits_2(fakes, capsys):
     (Path(os.environ["PATH"]) / "kubectl").unlink()
     with pytest.raises(SystemExit) as exit_:
-        cluster.main(["status"])
+        kind_cli.main(["status"])
     assert exit_.value.code == 2
     assert "kubectl not found on PATH" in capsys.readouterr().err
 
@@ -154,7 +162,7 @@ def test_stopped_docker_daemon_is_a_clear_error(fakes):
     fakes.on("docker", "info", rc=1, stderr="Cannot connect to the Docker daemon at "
              "unix:///var/run/docker.sock. Is the docker daemon running?\n")
     with pytest.raises(BackendUnavailable) as err:
-        cluster.check_docker()
+        kind_lifecycle.check_docker()
     assert "Cannot connect to the Docker daemon" in str(err.value)
     assert "start Docker" in str(err.value)
 
@@ -162,15 +170,15 @@ def test_stopped_docker_daemon_is_a_clear_error(fakes):
 # --------------------------------------------------------------------------- kind lifecycle
 def test_existing_cluster_is_reused(fakes):
     fakes.on("kind", "get clusters", stdout="other\nkflabs\n")
-    assert cluster.create_cluster() is False
+    assert kind_lifecycle.create_cluster() is False
     assert fakes.argvs("kind") == [["get", "clusters"]]
 
 
 def test_new_cluster_uses_the_pinned_image_and_keeps_the_current_context(fakes):
     fakes.on("kind", "get clusters", stdout="other\n")
     fakes.on("kubectl", "config current-context", stdout="work-cluster\n")
-    assert cluster.create_cluster() is True
-    config = str(Path(cluster.paths.cluster_dir()) / "kind" / "kind-config.yaml")
+    assert kind_lifecycle.create_cluster() is True
+    config = str(Path(kind_serving.paths.cluster_dir()) / "kind" / "kind-config.yaml")
     assert fakes.argvs("kind")[1] == ["create", "cluster", "--name", "kflabs", "--config", config,
                                       "--image", versions.pin("kind_node_image"), "--wait", "300s"]
     assert fakes.argvs("kubectl") == [["config", "current-context"],
@@ -182,23 +190,23 @@ def test_failed_create_reports_kinds_error(fakes):
     fakes.on("kind", "create cluster", rc=1,
              stderr="ERROR: failed to create cluster: running kind with rootless provider "
                     "requires cgroup v2\n")
-    with pytest.raises(cluster.CommandFailed) as err:
-        cluster.create_cluster()
+    with pytest.raises(kubectl_run.CommandFailed) as err:
+        kind_lifecycle.create_cluster()
     assert "requires cgroup v2" in str(err.value) and "exit 1" in str(err.value)
 
 
 def test_delete_is_safe_twice(fakes):
     fakes.on("kind", "get clusters", stdout="kflabs\n", times=1)
     fakes.on("kind", "get clusters", stdout="")
-    assert cluster.delete_cluster() is True
-    assert cluster.delete_cluster() is False
+    assert kind_lifecycle.delete_cluster() is True
+    assert kind_lifecycle.delete_cluster() is False
     deletes = [a for a in fakes.argvs("kind") if a[0] == "delete"]
     assert deletes == [["delete", "cluster", "--name", "kflabs"]]
 
 
 def test_kind_version_other_than_the_pin_warns(fakes, capsys):
     fakes.on("kind", "version", stdout="kind v0.20.0 go1.20 linux/amd64\n")
-    cluster.check_kind_version()
+    kind_lifecycle.check_kind_version()
     assert "not the pinned kind" in capsys.readouterr().out
 
 
@@ -206,7 +214,7 @@ def test_kind_version_other_than_the_pin_warns(fakes, capsys):
 def test_fake_gpus_are_json_patched_onto_worker_status_only(fakes):
     layout = {"kflabs-worker": 3, "kflabs-worker2": 3, "kflabs-worker3": 2}
     fakes.on("kubectl", "get nodes", stdout=nodes_json(layout))
-    assert cluster.patch_fake_gpus(8, sleep=no_sleep) == layout
+    assert kind_lifecycle.patch_fake_gpus(8, sleep=no_sleep) == layout
     patches = [a for a in fakes.argvs("kubectl") if "patch" in a]
     assert len(patches) == 3
     assert patches[0] == [*CTX, "patch", "node", "kflabs-worker", "--subresource=status",
@@ -219,19 +227,19 @@ def test_fake_gpus_are_json_patched_onto_worker_status_only(fakes):
 def test_fake_gpus_not_allocatable_in_time_is_an_error(fakes):
     fakes.on("kubectl", "get nodes", stdout=nodes_json({}))
     with pytest.raises(LabError, match="allocatable"):
-        cluster.patch_fake_gpus(8, timeout=0, sleep=no_sleep)
+        kind_lifecycle.patch_fake_gpus(8, timeout=0, sleep=no_sleep)
 
 
 def test_cluster_not_from_the_kit_config_has_no_gpu_workers(fakes):
     fakes.on("kubectl", "get nodes", stdout=json.dumps({"items": [
         {"metadata": {"name": "kind-control-plane", "labels": {}}}]}))
     with pytest.raises(LabError, match="kind-config.yaml"):
-        cluster.worker_nodes()
+        kind_lifecycle.worker_nodes()
 
 
 @pytest.mark.parametrize("total, expected", [(8, [3, 3, 2]), (6, [2, 2, 2]), (0, [0, 0, 0])])
 def test_gpu_layout_spreads_the_total(total, expected):
-    assert list(cluster.gpu_layout(["a", "b", "c"], total).values()) == expected
+    assert list(kind_lifecycle.gpu_layout(["a", "b", "c"], total).values()) == expected
 
 
 # --------------------------------------------------------------------------- webhook retries
@@ -242,7 +250,7 @@ def test_webhook_connection_refused_is_retried_then_succeeds(fakes, capsys):
     fakes.on("kubectl", "apply", rc=1, stderr=refused, times=2)
     fakes.on("kubectl", "apply", stdout="job.batch.volcano.sh/x created\n")
     slept = []
-    cluster.retry_transient(["kubectl", *CTX, "apply", "-f", "x.yaml"], what="apply x",
+    kubectl_run.retry_transient(["kubectl", *CTX, "apply", "-f", "x.yaml"], what="apply x",
                             timeout=60, sleep=slept.append)
     assert len(fakes.calls("kubectl")) == 3 and len(slept) == 2
     assert "webhook not ready yet" in capsys.readouterr().out
@@ -251,19 +259,19 @@ def test_webhook_connection_refused_is_retried_then_succeeds(fakes, capsys):
 def test_x509_is_retried_but_a_real_rejection_is_not(fakes):
     fakes.on("kubectl", "first", rc=1, stderr="tls: failed to verify certificate: x509: "
              "certificate signed by unknown authority\n", times=1)
-    cluster.retry_transient(["kubectl", "first"], what="t", timeout=60, sleep=no_sleep)
+    kubectl_run.retry_transient(["kubectl", "first"], what="t", timeout=60, sleep=no_sleep)
     fakes.on("kubectl", "second", rc=1, stderr='The Job "x" is invalid: spec.minAvailable: '
              "Invalid value: 5: must be <= total replicas\n")
-    with pytest.raises(cluster.CommandFailed, match="minAvailable"):
-        cluster.retry_transient(["kubectl", "second"], what="t", timeout=60, sleep=no_sleep)
+    with pytest.raises(kubectl_run.CommandFailed, match="minAvailable"):
+        kubectl_run.retry_transient(["kubectl", "second"], what="t", timeout=60, sleep=no_sleep)
     assert len([c for c in fakes.argvs("kubectl") if c == ["second"]]) == 1
 
 
 def test_webhook_that_never_comes_up_gives_up_with_advice(fakes):
     fakes.on("kubectl", rc=1, stderr="no endpoints available for service "
              '"kserve-webhook-server-service"\n')
-    with pytest.raises(cluster.CommandFailed) as err:
-        cluster.retry_transient(["kubectl", "apply"], what="apply KServe", timeout=0,
+    with pytest.raises(kubectl_run.CommandFailed) as err:
+        kubectl_run.retry_transient(["kubectl", "apply"], what="apply KServe", timeout=0,
                                 sleep=no_sleep)
     assert "webhook start-up error" in str(err.value) and "no endpoints" in str(err.value)
 
@@ -272,7 +280,7 @@ def test_webhook_that_never_comes_up_gives_up_with_advice(fakes):
 def test_volcano_install_applies_the_pinned_manifest_waits_and_probes_admission(fakes):
     fakes.on("kubectl", "create --dry-run=server", rc=1, times=1,
              stderr='failed calling webhook "mutatejob.volcano.sh": connect: connection refused')
-    cluster.install_volcano(timeout=120)
+    kind_installs.install_volcano(timeout=120)
     argvs = fakes.argvs("kubectl")
     assert argvs[0] == [*CTX, "apply", "--server-side", "--force-conflicts", "-f",
                         "https://raw.githubusercontent.com/volcano-sh/volcano/"
@@ -295,8 +303,8 @@ def test_rollout_timeout_prints_pods_events_and_podgroups(fakes):
              "pull access denied\n")
     fakes.on("kubectl", "get podgroups", rc=1, stderr='error: the server doesn\'t have a '
              'resource type "podgroups"\n')
-    with pytest.raises(cluster.CommandFailed) as err:
-        cluster.rollout("volcano-system", "volcano-scheduler", 5)
+    with pytest.raises(kubectl_run.CommandFailed) as err:
+        kubectl_run.rollout("volcano-system", "volcano-scheduler", 5)
     msg = str(err.value)
     assert "did not become available within 5 s" in msg
     assert "ImagePullBackOff" in msg and "pull access denied" in msg
@@ -304,7 +312,7 @@ def test_rollout_timeout_prints_pods_events_and_podgroups(fakes):
 
 
 def test_cert_manager_install_waits_for_its_three_deployments(fakes):
-    cluster.install_cert_manager(timeout=60)
+    kind_installs.install_cert_manager(timeout=60)
     argvs = fakes.argvs("kubectl")
     assert argvs[0][-1].endswith(f"/{versions.pin('cert_manager')}/cert-manager.yaml")
     assert [a[a.index("status") + 1] for a in argvs if "rollout" in a] == [
@@ -325,7 +333,7 @@ def _inferenceservice_config(mode: str, disable_ingress: bool) -> str:
 def test_kserve_install_order_and_standard_mode(fakes):
     fakes.on("kubectl", "get configmap inferenceservice-config",
              stdout=_inferenceservice_config("Serverless", False))
-    cluster.install_kserve(timeout=60)
+    kind_installs.install_kserve(timeout=60)
     calls = fakes.calls("kubectl")
     argvs = [c["argv"] for c in calls]
     assert json.loads(calls[0]["stdin"]) == {"apiVersion": "v1", "kind": "Namespace",
@@ -344,7 +352,7 @@ def test_kserve_install_order_and_standard_mode(fakes):
 
 def test_kserve_already_standard_is_left_alone(fakes):
     fakes.on("kubectl", "get configmap", stdout=_inferenceservice_config("Standard", True))
-    assert cluster.configure_kserve_standard(timeout=60) is False
+    assert kind_installs.configure_kserve_standard(timeout=60) is False
     assert not any("patch" in a or "restart" in a for a in fakes.argvs("kubectl"))
 
 
@@ -358,7 +366,7 @@ def test_training_operator_is_installed_then_its_deployment_patched(fakes):
              stderr='Error from server (NotFound): deployments.apps "training-operator" '
                     "not found\n")
     fakes.on("kubectl", "get deployment training-operator", stdout=_operator(["/manager"]))
-    cluster.install_training_operator(timeout=60)
+    kind_installs.install_training_operator(timeout=60)
     argvs = fakes.argvs("kubectl")
     apply = [a for a in argvs if "apply" in a][0]
     assert apply[-2:] == ["-k", "github.com/kubeflow/trainer.git/manifests/overlays/standalone"
@@ -375,7 +383,7 @@ def test_training_operator_is_installed_then_its_deployment_patched(fakes):
 def test_training_operator_already_patched_is_not_reapplied(fakes):
     fakes.on("kubectl", "get deployment training-operator",
              stdout=_operator(["/manager", "--gang-scheduler-name=volcano"]))
-    cluster.install_training_operator(timeout=60)
+    kind_installs.install_training_operator(timeout=60)
     argvs = fakes.argvs("kubectl")
     assert not any("apply" in a or "patch" in a for a in argvs)
     assert fakes.calls("git") == []
@@ -384,7 +392,7 @@ def test_training_operator_already_patched_is_not_reapplied(fakes):
 def test_other_gang_scheduler_value_is_replaced(fakes):
     fakes.on("kubectl", "get deployment training-operator",
              stdout=_operator(["/manager", "--gang-scheduler-name=scheduler-plugins"]))
-    assert cluster.patch_training_operator() is True
+    assert kind_installs.patch_training_operator() is True
     patch = [a for a in fakes.argvs("kubectl") if "patch" in a][0]
     assert json.loads(patch[-1])[0]["op"] == "replace"
     assert json.loads(patch[-1])[0]["path"].endswith("/command/1")
@@ -394,7 +402,7 @@ def test_training_operator_install_needs_git(fakes):
     (Path(os.environ["PATH"]) / "git").unlink()
     fakes.on("kubectl", "get deployment", rc=1, stderr="NotFound")
     with pytest.raises(BackendUnavailable, match="git"):
-        cluster.install_training_operator(timeout=60)
+        kind_installs.install_training_operator(timeout=60)
 
 
 def test_up_runs_every_step_in_order(fakes):
@@ -405,9 +413,9 @@ def test_up_runs_every_step_in_order(fakes):
     fakes.on("kubectl", "get configmap", stdout=_inferenceservice_config("Standard", True))
     fakes.on("kubectl", "get deployment training-operator",
              stdout=_operator(["/manager", "--gang-scheduler-name=volcano"]))
-    summary = cluster.up(build_image=False, timeout=30)
-    assert summary["installed"] == list(cluster.COMPONENTS)
-    assert sum(summary["gpus"].values()) == cluster.TOTAL_FAKE_GPUS
+    summary = kind_installs.up(build_image=False, timeout=30)
+    assert summary["installed"] == list(kind_installs.COMPONENTS)
+    assert sum(summary["gpus"].values()) == kind_lifecycle.TOTAL_FAKE_GPUS
     order = [(c["tool"], " ".join(c["argv"])) for c in fakes.calls()]
     firsts = {}
     for i, (tool, line) in enumerate(order):
@@ -426,15 +434,15 @@ def test_up_runs_every_step_in_order(fakes):
 
 def test_up_rejects_unknown_components(fakes):
     with pytest.raises(LabError, match="unknown component"):
-        cluster.up(components=["istio"], build_image=False)
+        kind_installs.up(components=["istio"], build_image=False)
 
 
 # --------------------------------------------------------------------------- training image
 def test_training_image_is_built_once_then_loaded_into_kind(fakes):
-    tag = cluster.training_image_tag()
+    tag = kind_images.training_image_tag()
     fakes.on("docker", "image inspect", rc=1, stderr=f"Error: No such image: {tag}\n", times=1)
-    assert cluster.ensure_training_image() == tag
-    assert cluster.ensure_training_image() == tag
+    assert kind_images.ensure_training_image() == tag
+    assert kind_images.ensure_training_image() == tag
     docker = fakes.argvs("docker")
     builds = [a for a in docker if a[0] == "build"]
     assert len(builds) == 1
@@ -451,19 +459,19 @@ def test_training_image_is_built_once_then_loaded_into_kind(fakes):
 def test_image_tag_follows_the_content(monkeypatch, tmp_path):
     src = tmp_path / "train.py"
     src.write_text("print('v1')\n")
-    monkeypatch.setattr(cluster, "_image_sources", lambda: [("helpers/train.py", src)])
-    first = cluster.training_image_tag()
-    assert first == cluster.training_image_tag()
+    monkeypatch.setattr(kind_images, "_image_sources", lambda: [("helpers/train.py", src)])
+    first = kind_images.training_image_tag()
+    assert first == kind_images.training_image_tag()
     src.write_text("print('v2')\n")
-    assert cluster.training_image_tag() != first
-    assert first.startswith(f"{cluster.TRAINING_IMAGE_REPO}:") and ":latest" not in first
+    assert kind_images.training_image_tag() != first
+    assert first.startswith(f"{kind_images.TRAINING_IMAGE_REPO}:") and ":latest" not in first
 
 
 # --------------------------------------------------------------------------- port-forward
 def test_port_forward_reports_the_local_url_and_stops(fakes):
     fakes.on("kubectl", "port-forward",
              stdout="Forwarding from 127.0.0.1:43210 -> 8080\n", sleep=30)
-    with cluster.port_forward("iris-predictor", "kflabs-serving", 80) as fwd:
+    with kubectl_run.port_forward("iris-predictor", "kflabs-serving", 80) as fwd:
         assert fwd.url == "http://127.0.0.1:43210"
         assert fwd._proc.poll() is None
     assert fwd._proc.poll() is not None
@@ -476,8 +484,8 @@ def test_port_forward_reports_the_local_url_and_stops(fakes):
 def test_port_forward_failure_says_what_kubectl_said(fakes):
     fakes.on("kubectl", "port-forward", rc=1,
              stderr='Error from server (NotFound): services "iris-predictor" not found\n')
-    with pytest.raises(cluster.CommandFailed) as err:
-        cluster.port_forward("iris-predictor", "kflabs-serving", timeout=10)
+    with pytest.raises(kubectl_run.CommandFailed) as err:
+        kubectl_run.port_forward("iris-predictor", "kflabs-serving", timeout=10)
     assert 'services "iris-predictor" not found' in str(err.value)
     assert "get pods -n kflabs-serving" in str(err.value)
 
@@ -485,13 +493,13 @@ def test_port_forward_failure_says_what_kubectl_said(fakes):
 # --------------------------------------------------------------------------- status / down
 def test_status_of_a_missing_cluster(fakes):
     fakes.on("kind", "get clusters", stdout="")
-    assert cluster.status() == {"cluster": "kflabs", "exists": False}
+    assert kind_lifecycle.status() == {"cluster": "kflabs", "exists": False}
 
 
 def test_cli_down_twice(fakes, capsys):
     fakes.on("kind", "get clusters", stdout="")
-    assert cluster.main(["down"]) == 0
-    assert cluster.main(["down"]) == 0
+    assert kind_cli.main(["down"]) == 0
+    assert kind_cli.main(["down"]) == 0
     assert "nothing to delete" in capsys.readouterr().out
 
 
@@ -510,7 +518,7 @@ def test_model_payload_is_the_one_model_file_under_its_name(tmp_path):
     import tarfile
 
     folder = _model_folder(tmp_path, "model.json")
-    payload = cluster.model_payload(folder, "iris-v2")
+    payload = kind_serving.model_payload(folder, "iris-v2")
     with tarfile.open(fileobj=io.BytesIO(base64.b64decode(payload)), mode="r:gz") as tar:
         assert tar.getnames() == ["iris-v2/model.json"]
 
@@ -520,16 +528,16 @@ def test_model_payload_refuses_an_ambiguous_folder(tmp_path):
 
     folder = _model_folder(tmp_path, "model.json", "model.ubj")
     with pytest.raises(ModelStoreError):
-        cluster.model_payload(folder, "iris")
+        kind_serving.model_payload(folder, "iris")
 
 
 def test_extract_on_loader_streams_the_payload_through_kubectl_exec(fakes):
     fakes.on("kubectl", "exec", stdout="/mnt/models/iris\n/mnt/models/iris/model.json\n")
-    files = cluster.extract_on_loader("UEsFBg==", "iris")
+    files = kind_serving.extract_on_loader("UEsFBg==", "iris")
     assert files == ["/mnt/models/iris", "/mnt/models/iris/model.json"]
     (call,) = fakes.calls("kubectl")
     argv = call["argv"]
-    assert argv[:8] == [*CTX, "exec", "-i", "-n", cluster.MODEL_NAMESPACE, cluster.LOADER_POD,
+    assert argv[:8] == [*CTX, "exec", "-i", "-n", names.MODEL_NAMESPACE, kind_serving.LOADER_POD,
                         "--"]
     assert argv[8:10] == ["python", "-c"] and argv[-1] == "iris"
     assert "filter='data'" in argv[10]
@@ -539,7 +547,7 @@ def test_extract_on_loader_streams_the_payload_through_kubectl_exec(fakes):
 def test_upload_refuses_a_bad_model_name_before_touching_the_cluster(fakes, tmp_path):
     folder = _model_folder(tmp_path, "model.json")
     with pytest.raises(LabError, match="DNS-1123"):
-        cluster.upload_model(folder, name="Iris_Model")
+        kind_serving.upload_model(folder, name="Iris_Model")
     assert fakes.calls() == []
 
 
@@ -550,7 +558,7 @@ def test_upload_refuses_a_bad_model_name_before_touching_the_cluster(fakes, tmp_
     "tls: failed to verify certificate: x509: certificate signed by unknown authority",
 ])
 def test_start_up_errors_are_recognised(stderr):
-    assert cluster.is_transient(stderr)
+    assert kubectl_run.is_transient(stderr)
 
 
 @pytest.mark.parametrize("stderr", [
@@ -558,21 +566,21 @@ def test_start_up_errors_are_recognised(stderr):
     'Error from server (Forbidden): pods is forbidden: User "x" cannot create resource',
 ])
 def test_real_rejections_are_not_retried(stderr):
-    assert not cluster.is_transient(stderr)
+    assert not kubectl_run.is_transient(stderr)
 
 
 def test_lab_functions_without_a_cluster_name_the_fix(tmp_path, monkeypatch):
     monkeypatch.setenv("KUBECONFIG", str(tmp_path / "no-kubeconfig"))
     with pytest.raises(BackendUnavailable, match="make cluster-up"):
-        cluster.ensure_model_pvc()
+        kind_training.ensure_model_pvc()
     with pytest.raises(BackendUnavailable, match="make cluster-up"):
-        cluster.delete_inference_service()
+        kind_serving.delete_inference_service()
 
 
 def test_training_run_reads_the_accuracy_the_master_printed():
     from helpers import train
 
-    run = cluster.TrainingRun(job="iris-train", namespace="kflabs-serving", succeeded=True,
+    run = kind_training.TrainingRun(job="iris-train", namespace="kflabs-serving", succeeded=True,
                               model_uri="pvc://model-store/iris/", model_file="iris/model.json",
                               pods={"iris-train-master-0": {"scheduler": "volcano", "node": "w",
                                                             "phase": "Succeeded"}})
@@ -589,7 +597,7 @@ def test_the_staged_image_context_alone_can_train(tmp_path):
     """What goes into the image (helpers/, data/) is enough for `python -m helpers.train`."""
     import subprocess
 
-    context = cluster.stage_training_context(tmp_path / "ctx")
+    context = kind_images.stage_training_context(tmp_path / "ctx")
     env = {k: v for k, v in os.environ.items() if k not in ("KFLABS_ROOT", "PYTHONPATH")}
     env.update(MPLBACKEND="Agg", MPLCONFIGDIR=str(tmp_path / "mpl"))
     # With -m, the working directory comes first on sys.path: the staged copy, not the repo.

@@ -19,7 +19,14 @@ import shutil
 import numpy as np
 import pytest
 
-from helpers import backend, cluster, k8s, training, versions
+from helpers import backend, training, versions
+from helpers.backend.kind import installs as kind_installs
+from helpers.backend.kind import lifecycle as kind_lifecycle
+from helpers.backend.kind import serving as kind_serving
+from helpers.backend.kind import training as kind_training
+from helpers.kube import client as k8s
+from helpers.kube import kubectl as kubectl_run
+from helpers.kube import names
 
 pytestmark = [pytest.mark.cluster, pytest.mark.timeout(1800)]
 
@@ -31,15 +38,15 @@ def target() -> backend.Backend:
     if missing:
         pytest.skip(f"no kind cluster here: {', '.join(missing)} not installed "
                     "(run `make cluster-up` on a machine with Docker)")
-    problem = backend.probe(backend.default_kubeconfig(), cluster.CONTEXT)
+    problem = backend.probe(backend.default_kubeconfig(), names.KIND_CONTEXT)
     if problem:
-        pytest.skip(f"kind cluster {cluster.CLUSTER_NAME!r} not reachable ({problem}): "
+        pytest.skip(f"kind cluster {names.KIND_CLUSTER_NAME!r} not reachable ({problem}): "
                     "run `make cluster-up`")
     return backend.resolve("kind", announce=False)
 
 
 def _json(*args: str) -> dict:
-    return json.loads(cluster.kubectl(*args, "-o", "json").stdout)
+    return json.loads(kubectl_run.kubectl(*args, "-o", "json").stdout)
 
 
 def test_nodes_run_the_pinned_kubernetes_with_fake_gpus(target):
@@ -47,18 +54,18 @@ def test_nodes_run_the_pinned_kubernetes_with_fake_gpus(target):
     assert len(nodes) == 4
     wanted = versions.pin("kind_node_image").split(":v")[1].split("@")[0]
     assert {n["status"]["nodeInfo"]["kubeletVersion"] for n in nodes} == {f"v{wanted}"}
-    gpus = [int(n["status"]["allocatable"].get(cluster.GPU_RESOURCE, "0")) for n in nodes]
-    assert sum(gpus) == cluster.TOTAL_FAKE_GPUS
+    gpus = [int(n["status"]["allocatable"].get(names.GPU_RESOURCE, "0")) for n in nodes]
+    assert sum(gpus) == kind_lifecycle.TOTAL_FAKE_GPUS
 
 
 def test_fake_gpu_patch_is_idempotent(target):
-    first = cluster.patch_fake_gpus()
-    assert cluster.patch_fake_gpus() == first
+    first = kind_lifecycle.patch_fake_gpus()
+    assert kind_lifecycle.patch_fake_gpus() == first
 
 
 def test_volcano_admits_a_job_through_its_webhooks(target):
-    out = cluster.kubectl("create", "--dry-run=server", "-f", "-", "-o", "json",
-                          input_text=json.dumps(cluster._VOLCANO_PROBE)).stdout
+    out = kubectl_run.kubectl("create", "--dry-run=server", "-f", "-", "-o", "json",
+                          input_text=json.dumps(kind_installs._VOLCANO_PROBE)).stdout
     job = json.loads(out)
     # The mutating webhook filled the defaults in.
     assert job["spec"]["queue"] == "default" and job["spec"]["maxRetry"] == 3
@@ -68,20 +75,20 @@ def test_training_operator_runs_with_the_volcano_gang_flag(target):
     dep = _json("get", "deployment", "training-operator", "-n", "kubeflow")
     command = dep["spec"]["template"]["spec"]["containers"][0]["command"]
     assert "--gang-scheduler-name=volcano" in command
-    assert cluster.patch_training_operator() is False  # already there: nothing to do
+    assert kind_installs.patch_training_operator() is False  # already there: nothing to do
 
 
 def test_kserve_defaults_to_standard_mode(target):
     cm = _json("get", "configmap", "inferenceservice-config", "-n", "kserve")
     assert json.loads(cm["data"]["deploy"])["defaultDeploymentMode"] == "Standard"
-    assert cluster.configure_kserve_standard() is False
+    assert kind_installs.configure_kserve_standard() is False
 
 
 def test_train_on_the_cluster_serve_and_predict_v1_v2(target):
     from helpers.serving import isvc
     from helpers.serving.client import Endpoint
 
-    run = cluster.run_training_job(target, seed=42, timeout=900)
+    run = kind_training.run_training_job(target, seed=42, timeout=900)
     summary = run.as_dict()
     assert run.succeeded, run.master_log
     assert summary["schedulers"] == ["volcano"], summary["pods"]
@@ -90,11 +97,11 @@ def test_train_on_the_cluster_serve_and_predict_v1_v2(target):
     assert "saved model to /mnt/models/iris/model.json" in run.master_log
 
     doc = isvc.inference_service("iris", run.model_uri, protocol_version="v2")
-    info = cluster.deploy_inference_service(doc, target, timeout=600)
+    info = kind_serving.deploy_inference_service(doc, target, timeout=600)
     X, _, _, _ = training.load_iris()
     local = training.train(seed=42)
     want = np.argmax(local.model.predict_proba(X[:10]), axis=1)
-    with cluster.port_forward(info["predictor_service"], info["namespace"], 80,
+    with kubectl_run.port_forward(info["predictor_service"], info["namespace"], 80,
                               target=target) as fwd:
         endpoint = Endpoint(fwd.url, "iris")
         assert endpoint.ready()
@@ -106,15 +113,15 @@ def test_train_on_the_cluster_serve_and_predict_v1_v2(target):
 def test_a_model_trained_in_the_notebook_is_copied_onto_the_pvc(target, tmp_path):
     result = training.train(seed=42)
     saved = training.save_model(result.model, tmp_path, name="iris-local", fmt="json")
-    uri = cluster.upload_model(saved.parent, target=target)
-    assert uri == f"pvc://{cluster.MODEL_PVC}/iris-local/"
-    api = cluster.api_client(target)
+    uri = kind_serving.upload_model(saved.parent, target=target)
+    assert uri == f"pvc://{names.MODEL_PVC}/iris-local/"
+    api = kind_training.api_client(target)
     # The loader pod is gone afterwards: only the model stays on the volume.
-    k8s.wait_for(lambda: cluster._loader_phase(api) is None, 60, "the loader pod to be deleted")
+    k8s.wait_for(lambda: kind_serving._loader_phase(api) is None, 60, "the loader pod to be deleted")
 
 
 def test_cleanup_is_safe_twice(target):
-    cluster.cleanup(target)
-    cluster.cleanup(target)
-    assert cluster.delete_inference_service() is False
-    assert cluster.delete_training_job() is False
+    kind_serving.cleanup(target)
+    kind_serving.cleanup(target)
+    assert kind_serving.delete_inference_service() is False
+    assert kind_training.delete_training_job() is False

@@ -13,8 +13,15 @@ from __future__ import annotations
 
 import pytest
 
-from helpers import cluster, k8s, versions
+from helpers import versions
+from helpers.backend.kind import serving as kind_serving
+from helpers.backend.kind import training as kind_training
+from helpers.backend.kwok import build as kwok_build
+from helpers.backend.kwok import nodes as kwok_nodes
+from helpers.backend.kwok import supervisor as kwok_supervisor
 from helpers.errors import BackendUnavailable, ManifestError
+from helpers.kube import client as k8s
+from helpers.kube import names
 
 pytestmark = [pytest.mark.kwok, pytest.mark.timeout(600)]
 
@@ -22,56 +29,55 @@ pytestmark = [pytest.mark.kwok, pytest.mark.timeout(600)]
 @pytest.fixture(scope="module")
 def api():
     """A running control plane with the training and serving CRDs (stopped afterwards)."""
-    from helpers import controlplane
 
-    if not controlplane.binaries_present():
+    if not kwok_build.binaries_present():
         pytest.skip("the local control plane is not built: `make controlplane-build` (needs Go)")
     try:
-        kserve = controlplane.module_dir("github.com/kserve/kserve", versions.pin("kserve"))
-        trainer = controlplane.module_dir("github.com/kubeflow/training-operator",
+        kserve = kwok_nodes.module_dir("github.com/kserve/kserve", versions.pin("kserve"))
+        trainer = kwok_nodes.module_dir("github.com/kubeflow/training-operator",
                                           versions.pin("training_operator"))
     except BackendUnavailable as exc:
         pytest.skip(f"upstream CRDs unavailable: {exc}")
-    was_up = controlplane.is_up()
-    info = controlplane.up(nodes=0, build_first=False)
+    was_up = kwok_supervisor.is_up()
+    info = kwok_supervisor.up(nodes=0, build_first=False)
     client = k8s.connect(info["kubeconfig"])
     k8s.apply_crds(client, [kserve / "config/crd/full/serving.kserve.io_inferenceservices.yaml",
                             trainer / "manifests/base/crds/kubeflow.org_xgboostjobs.yaml"])
     yield client
-    k8s.delete_namespace(client, cluster.MODEL_NAMESPACE, timeout=60)
+    k8s.delete_namespace(client, names.MODEL_NAMESPACE, timeout=60)
     if not was_up:
-        controlplane.down(quiet=True)
+        kwok_supervisor.down(quiet=True)
 
 
 def test_model_pvc_is_created_once_and_deleted_safely_twice(api):
     from kubernetes import client
 
-    assert cluster.ensure_model_pvc(api=api) == cluster.MODEL_PVC
-    assert cluster.ensure_model_pvc(api=api) == cluster.MODEL_PVC  # idempotent
+    assert kind_training.ensure_model_pvc(api=api) == names.MODEL_PVC
+    assert kind_training.ensure_model_pvc(api=api) == names.MODEL_PVC  # idempotent
     core = client.CoreV1Api(api)
-    pvc = core.read_namespaced_persistent_volume_claim(cluster.MODEL_PVC, cluster.MODEL_NAMESPACE)
+    pvc = core.read_namespaced_persistent_volume_claim(names.MODEL_PVC, names.MODEL_NAMESPACE)
     assert pvc.spec.access_modes == ["ReadWriteOnce"]
-    assert cluster.delete_model_pvc(api=api) is True
-    k8s.wait_for(lambda: not cluster._pvc_exists(api, cluster.MODEL_NAMESPACE, cluster.MODEL_PVC),
+    assert kind_training.delete_model_pvc(api=api) is True
+    k8s.wait_for(lambda: not kind_serving._pvc_exists(api, names.MODEL_NAMESPACE, names.MODEL_PVC),
                  30, "the model PVC to be deleted")
-    assert cluster.delete_model_pvc(api=api) is False
+    assert kind_training.delete_model_pvc(api=api) is False
 
 
 def test_training_job_is_accepted_by_strict_server_validation(api):
-    cluster.ensure_model_pvc(api=api)
-    job = cluster.training_job_manifest("kflabs-train:test", seed=1, fmt="ubj")
+    kind_training.ensure_model_pvc(api=api)
+    job = kind_training.training_job_manifest("kflabs-train:test", seed=1, fmt="ubj")
     stored = k8s.apply(api, job, dry_run=True)
     assert stored["spec"]["xgbReplicaSpecs"]["Worker"]["replicas"] == 3
 
 
 def test_training_wait_gives_up_with_diagnostics_when_no_operator_runs(api):
     with pytest.raises(k8s.WaitTimeout) as err:
-        cluster.run_training_job(api=api, image="kflabs-train:test", timeout=3)
+        kind_training.run_training_job(api=api, image="kflabs-train:test", timeout=3)
     msg = str(err.value)
-    assert f"XGBoostJob {cluster.MODEL_NAMESPACE}/{cluster.TRAINING_JOB} to finish" in msg
-    assert f"state of namespace {cluster.MODEL_NAMESPACE}" in msg
-    assert cluster.delete_training_job(api=api) is True
-    assert cluster.delete_training_job(api=api) is False
+    assert f"XGBoostJob {names.MODEL_NAMESPACE}/{kind_training.TRAINING_JOB} to finish" in msg
+    assert f"state of namespace {names.MODEL_NAMESPACE}" in msg
+    assert kind_training.delete_training_job(api=api) is True
+    assert kind_training.delete_training_job(api=api) is False
 
 
 def test_inference_service_on_a_missing_pvc_is_refused_before_applying(api):
@@ -79,22 +85,22 @@ def test_inference_service_on_a_missing_pvc_is_refused_before_applying(api):
 
     doc = isvc.inference_service("iris", isvc.pvc_uri("no-such-pvc", "iris"))
     with pytest.raises(ManifestError, match="no-such-pvc.*does not exist"):
-        cluster.deploy_inference_service(doc, api=api, timeout=2)
-    assert cluster.delete_inference_service(api=api) is False  # nothing was created
+        kind_serving.deploy_inference_service(doc, api=api, timeout=2)
+    assert kind_serving.delete_inference_service(api=api) is False  # nothing was created
 
 
 def test_inference_service_wait_gives_up_with_its_conditions(api):
     from helpers.serving import isvc
 
-    cluster.ensure_model_pvc(api=api)
+    kind_training.ensure_model_pvc(api=api)
     with pytest.raises(k8s.WaitTimeout) as err:
-        cluster.deploy_inference_service(isvc.default_manifest(), api=api, timeout=2)
+        kind_serving.deploy_inference_service(isvc.default_manifest(), api=api, timeout=2)
     msg = str(err.value)
-    assert f"InferenceService {cluster.MODEL_NAMESPACE}/iris to be Ready" in msg
-    assert f"InferenceService {cluster.MODEL_NAMESPACE}/iris conditions" in msg
-    stored = cluster._get_custom(api, ("serving.kserve.io", "v1beta1", cluster.MODEL_NAMESPACE,
+    assert f"InferenceService {names.MODEL_NAMESPACE}/iris to be Ready" in msg
+    assert f"InferenceService {names.MODEL_NAMESPACE}/iris conditions" in msg
+    stored = k8s.get_custom(api, ("serving.kserve.io", "v1beta1", names.MODEL_NAMESPACE,
                                        "inferenceservices", "iris"))
     assert stored["metadata"]["annotations"]["serving.kserve.io/deploymentMode"] == "Standard"
     assert stored["spec"]["predictor"]["model"]["storageUri"] == "pvc://model-store/iris/"
-    assert cluster.delete_inference_service(api=api) is True
-    assert cluster.delete_inference_service(api=api) is False
+    assert kind_serving.delete_inference_service(api=api) is True
+    assert kind_serving.delete_inference_service(api=api) is False

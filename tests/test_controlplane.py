@@ -21,9 +21,15 @@ from pathlib import Path
 import pytest
 import yaml
 
-from helpers import controlplane, k8s, paths, versions
+from helpers import paths, versions
+from helpers.backend.kwok import build as kwok_build
+from helpers.backend.kwok import layout as kwok_layout
+from helpers.backend.kwok import nodes as kwok_nodes
+from helpers.backend.kwok import supervisor as kwok_supervisor
+from helpers.backend.kwok import training_operator as kwok_training_operator
 from helpers.errors import BackendUnavailable
-from helpers.scheduling import SimConfig, cluster_run, load_manifests, make_nodes, scenario, simulate
+from helpers.kube import client as k8s
+from helpers.scheduling import SimConfig, load_manifests, make_nodes, scenario, scheduling_run, simulate
 
 pytestmark = [pytest.mark.kwok, pytest.mark.timeout(600)]
 
@@ -32,17 +38,17 @@ pytestmark = [pytest.mark.kwok, pytest.mark.timeout(600)]
 def api():
     """A running control plane for this module (started here, stopped afterwards)."""
     try:
-        controlplane.build(log=print)
+        kwok_build.build(log=print)
     except BackendUnavailable as exc:
         if shutil.which("go") is None or "Go >=" in str(exc):
             pytest.skip(f"no usable Go, so no local control plane: {exc}")
         pytest.fail(f"Go is installed but the control plane did not build: {exc}")
-    was_up = controlplane.is_up()
-    info = controlplane.up(nodes=0, build_first=False)
+    was_up = kwok_supervisor.is_up()
+    info = kwok_supervisor.up(nodes=0, build_first=False)
     client = k8s.connect(info["kubeconfig"])
     yield client
     if not was_up:
-        controlplane.down(quiet=True)
+        kwok_supervisor.down(quiet=True)
 
 
 # --------------------------------------------------------------------------- the control plane
@@ -54,21 +60,21 @@ def test_components_are_the_pinned_releases(api):
 
     k8s_version = "v" + versions.pin("kubernetes").lstrip("v")
     assert client.VersionApi(api).get_code().git_version == k8s_version
-    table = controlplane.status()
-    assert set(table) == set(controlplane.BINARIES)
+    table = kwok_supervisor.status()
+    assert set(table) == set(kwok_build.BINARIES)
     assert all(entry["running"] for entry in table.values()), table
-    etcd = subprocess.run([str(controlplane.bin_dir() / "etcd"), "--version"],
+    etcd = subprocess.run([str(kwok_layout.bin_dir() / "etcd"), "--version"],
                           capture_output=True, text=True, check=True).stdout
     assert f"etcd Version: {versions.pin('etcd').lstrip('v')}" in etcd
-    vc = subprocess.run([str(controlplane.bin_dir() / "vc-scheduler"), "--version"],
+    vc = subprocess.run([str(kwok_layout.bin_dir() / "vc-scheduler"), "--version"],
                         capture_output=True, text=True, check=False)
     assert versions.pin("volcano") in vc.stdout + vc.stderr
 
 
 def test_up_again_is_a_no_op(api):
-    info = controlplane.up(nodes=0, build_first=False, log=lambda _m: None)
+    info = kwok_supervisor.up(nodes=0, build_first=False, log=lambda _m: None)
     assert info["already_running"] is True
-    assert Path(info["kubeconfig"]) == controlplane.kubeconfig_path()
+    assert Path(info["kubeconfig"]) == kwok_layout.kubeconfig_path()
 
 
 def test_volcano_is_installed_and_made_its_default_queue(api):
@@ -92,15 +98,15 @@ def test_volcano_is_installed_and_made_its_default_queue(api):
 def test_fake_nodes_carry_gpus_and_become_ready(api):
     from kubernetes import client
 
-    names = controlplane.create_fake_nodes(api, 2, 3, prefix="probe")
+    names = kwok_nodes.create_fake_nodes(api, 2, 3, prefix="probe")
     try:
         for name in names:
             node = client.CoreV1Api(api).read_node(name)
-            assert node.status.allocatable[controlplane.GPU_RESOURCE] == "3"
+            assert node.status.allocatable[names.GPU_RESOURCE] == "3"
             ready = {c.type: c.status for c in node.status.conditions}["Ready"]
             assert ready == "True"
     finally:
-        controlplane.delete_fake_nodes(api)
+        kwok_nodes.delete_fake_nodes(api)
 
 
 def test_k8s_wait_timeout_carries_diagnostics(api):
@@ -130,7 +136,7 @@ def test_phase_watch_sees_every_phase_a_poll_would_miss(api, tmp_path):
     """Three status changes in a row, faster than any poll: the watch records all three."""
     from kubernetes import client
 
-    from helpers.scheduling.phase_watch import PhaseWatch
+    from helpers.backend.phase_watch import PhaseWatch
 
     crd = {"apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
            "metadata": {"name": "phasetests.kflabs.example.com"},
@@ -176,7 +182,7 @@ def _run(name: str, variant: str, **kwargs):
     if key not in _RUNS:
         sc = scenario(name)
         scheduler = "volcano" if variant.startswith("volcano") else "default"
-        _RUNS[key] = cluster_run.run(sc.paths(variant), make_nodes(sc.nodes, sc.node_gpus),
+        _RUNS[key] = scheduling_run.run(sc.paths(variant), make_nodes(sc.nodes, sc.node_gpus),
                                      scheduler=scheduler, backend="kwok", **kwargs)
     return _RUNS[key]
 
@@ -216,7 +222,7 @@ def test_volcano_job_walks_its_phases(api):
     result = _run("two-jobs", "volcano-job")
     assert result.metrics["jobs_completed"] == 2, result.summary()
     for job in ("train-a", "train-b"):
-        phases = cluster_run.vcjob_phases(result, job)
+        phases = scheduling_run.vcjob_phases(result, job)
         order = [p for p in phases if p in ("Pending", "Running", "Completed")]
         assert order[-1] == "Completed", phases
         assert "Running" in order
@@ -380,7 +386,7 @@ def test_model_agrees_with_the_real_schedulers(api, tmp_path):
         other = _ALTERNATIVES.get(case)
         alternative = simulate(manifests, node_list, sched, config=SimConfig(**other)) \
             if other else None
-        real = cached() if cached else cluster_run.run(manifest_paths, node_list,
+        real = cached() if cached else scheduling_run.run(manifest_paths, node_list,
                                                        scheduler=sched, backend="kwok")
         problem = _compare(case, model, real, rows, alternative)
         if problem:
@@ -420,8 +426,8 @@ def _cluster_yaml_documents() -> tuple[list[tuple[str, dict]], list[str]]:
 
 
 def _install_upstream_crds(api) -> None:
-    kserve = controlplane.module_dir("github.com/kserve/kserve", versions.pin("kserve"))
-    trainer = controlplane.module_dir("github.com/kubeflow/training-operator",
+    kserve = kwok_nodes.module_dir("github.com/kserve/kserve", versions.pin("kserve"))
+    trainer = kwok_nodes.module_dir("github.com/kubeflow/training-operator",
                                       versions.pin("training_operator"))
     k8s.apply_crds(api, [kserve / "config/crd/full/serving.kserve.io_inferenceservices.yaml",
                          kserve / "config/crd/full/serving.kserve.io_servingruntimes.yaml",
@@ -456,10 +462,10 @@ def test_every_manifest_in_cluster_passes_server_side_validation(api):
 
 def test_training_operator_gang_schedules_an_xgboostjob_through_volcano(api):
     """With --gang-scheduler-name=volcano the operator makes a PodGroup and Volcano binds the gang."""
-    trainer = controlplane.module_dir("github.com/kubeflow/training-operator",
+    trainer = kwok_nodes.module_dir("github.com/kubeflow/training-operator",
                                       versions.pin("training_operator"))
     k8s.apply_crds(api, [trainer / "manifests/base/crds/kubeflow.org_xgboostjobs.yaml"])
-    controlplane.create_fake_nodes(api, 2, 2, prefix="train")
+    kwok_nodes.create_fake_nodes(api, 2, 2, prefix="train")
     ns = "kflabs-training-check"
     res = {"cpu": "100m", "memory": "64Mi", "example.com/gpu": "1"}
     template = {"spec": {"containers": [{"name": "xgboost", "image": "busybox:1.36.1",
@@ -470,7 +476,7 @@ def test_training_operator_gang_schedules_an_xgboostjob_through_volcano(api):
                "Master": {"replicas": 1, "restartPolicy": "Never", "template": template},
                "Worker": {"replicas": 2, "restartPolicy": "ExitCode", "template": template}}}}
     try:
-        with controlplane.training_operator(api) as operator:
+        with kwok_training_operator.training_operator(api) as operator:
             k8s.ensure_namespace(api, ns)
             k8s.apply(api, job)
 
@@ -495,8 +501,8 @@ def test_training_operator_gang_schedules_an_xgboostjob_through_volcano(api):
                 assert pod.metadata.annotations["scheduling.k8s.io/group-name"] == "iris"
     finally:
         k8s.delete_namespace(api, ns)
-        controlplane.delete_fake_nodes(api)
-    assert not controlplane.OPERATOR_CERT_DIR.exists()
+        kwok_nodes.delete_fake_nodes(api)
+    assert not kwok_training_operator.OPERATOR_CERT_DIR.exists()
 
 
 # --------------------------------------------------------------------------- the labs on kwok
@@ -508,7 +514,7 @@ def test_scheduling_lab_runs_on_the_real_schedulers(api, lab, tmp_path):
     """The lab's own cells, with BACKEND="kwok": same results check as on the model."""
     import json
 
-    from helpers import runner
+    from helpers.tools import runner
     from tests.results_checks import CHECKS
 
     notebook = paths.labs_dir() / f"{lab}.ipynb"

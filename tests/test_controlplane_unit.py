@@ -9,14 +9,18 @@ import pytest
 import yaml
 
 from helpers import controlplane, versions
+from helpers.backend import scheduling_run
+from helpers.backend.kwok import build as kwok_build
+from helpers.backend.kwok import layout as kwok_layout
+from helpers.backend.kwok import nodes as kwok_nodes
+from helpers.backend.kwok import supervisor as kwok_supervisor
 from helpers.errors import BackendUnavailable, LabError
-from helpers.scheduling import cluster_run
 
 
 def test_wrapper_modules_agree_with_versions_yaml():
     """Every go.mod requires exactly the version pinned in cluster/versions.yaml."""
-    controlplane.check_pins()
-    kube = controlplane._gomod_versions(controlplane.controlplane_dir() / "kube" / "go.mod")
+    kwok_build.check_pins()
+    kube = kwok_build._gomod_versions(kwok_layout.controlplane_dir() / "kube" / "go.mod")
     want = "v" + versions.pin("kubernetes").lstrip("v")
     assert kube["k8s.io/kubernetes"] == want
     # every staging module is replaced by its published release of the same Kubernetes minor
@@ -30,7 +34,7 @@ def test_check_pins_names_the_disagreeing_module(monkeypatch):
     real = versions.pins()
     monkeypatch.setattr(versions, "pins", lambda: {**real, "kwok": "v0.7.0"})
     with pytest.raises(LabError, match=r"sigs.k8s.io/kwok v0.8.0, versions.yaml pins kwok: v0.7.0"):
-        controlplane.check_pins()
+        kwok_build.check_pins()
 
 
 def test_gomod_parser_reads_requires_and_replaces(tmp_path):
@@ -38,29 +42,29 @@ def test_gomod_parser_reads_requires_and_replaces(tmp_path):
     gomod.write_text("module x\n\nrequire (\n\ta.io/b v1.2.3 // indirect\n\tc.io/d v0.1.0\n)\n"
                      "require e.io/f v2.0.0\n\nreplace (\n\ta.io/b => a.io/b v1.2.4\n"
                      "\tg.io/h => ../local\n)\n")
-    got = controlplane._gomod_versions(gomod)
+    got = kwok_build._gomod_versions(gomod)
     assert got == {"a.io/b": "v1.2.4", "c.io/d": "v0.1.0", "e.io/f": "v2.0.0"}
 
 
 def test_default_binary_names_follow_go_build():
-    assert controlplane._default_binary_name("go.etcd.io/etcd/server/v3") == "server"
-    assert controlplane._default_binary_name("k8s.io/kubernetes/cmd/kube-apiserver") == "kube-apiserver"
-    assert controlplane._default_binary_name("volcano.sh/volcano/cmd/scheduler") == "scheduler"
+    assert kwok_build._default_binary_name("go.etcd.io/etcd/server/v3") == "server"
+    assert kwok_build._default_binary_name("k8s.io/kubernetes/cmd/kube-apiserver") == "kube-apiserver"
+    assert kwok_build._default_binary_name("volcano.sh/volcano/cmd/scheduler") == "scheduler"
 
 
 def test_go_builds_cover_every_binary_with_version_ldflags():
-    built = {name for spec in controlplane.go_builds() for name in spec.binaries}
-    assert built == {*controlplane.BINARIES, *controlplane.OPTIONAL_BINARIES}
-    kube = next(s for s in controlplane.go_builds() if s.module == "kube")
+    built = {name for spec in kwok_build.go_builds() for name in spec.binaries}
+    assert built == {*kwok_build.BINARIES, *kwok_build.OPTIONAL_BINARIES}
+    kube = next(s for s in kwok_build.go_builds() if s.module == "kube")
     assert f"-X k8s.io/component-base/version.gitVersion=v{versions.pin('kubernetes').lstrip('v')}" \
         in kube.ldflags
-    for spec in controlplane.go_builds():
+    for spec in kwok_build.go_builds():
         # the Training Operator has no version variable to stamp
         assert spec.ldflags or spec.module == "training-operator", f"{spec.module}: no ldflags"
 
 
 def test_kwok_stages_never_complete_pods_on_their_own():
-    docs = list(yaml.safe_load_all((controlplane.controlplane_dir() / "config" /
+    docs = list(yaml.safe_load_all((kwok_layout.controlplane_dir() / "config" /
                                     "kwok-stages.yaml").read_text()))
     conf = docs[0]
     assert conf["kind"] == "KwokConfiguration"
@@ -72,11 +76,11 @@ def test_kwok_stages_never_complete_pods_on_their_own():
     finishing = [n for n, d in stages.items() if "Succeeded" in str(d["spec"]["next"])]
     assert finishing == ["pod-complete-after-run-for"]
     keys = [e["key"] for e in stages["pod-complete-after-run-for"]["spec"]["selector"]["matchExpressions"]]
-    assert f'.metadata.annotations["{controlplane.RUN_FOR_ANNOTATION}"]' in keys
+    assert f'.metadata.annotations["{kwok_layout.RUN_FOR_ANNOTATION}"]' in keys
 
 
 def test_volcano_scheduler_conf_has_the_default_actions():
-    conf = yaml.safe_load((controlplane.controlplane_dir() / "config" /
+    conf = yaml.safe_load((kwok_layout.controlplane_dir() / "config" /
                            "volcano-scheduler.conf").read_text())
     assert [a.strip() for a in conf["actions"].split(",")] == ["enqueue", "allocate", "backfill"]
     plugins = [p["name"] for tier in conf["tiers"] for p in tier["plugins"]]
@@ -85,31 +89,31 @@ def test_volcano_scheduler_conf_has_the_default_actions():
 
 
 def test_fake_node_is_managed_by_kwok_and_has_gpus():
-    node = controlplane.fake_node("n1", gpus=3)
+    node = kwok_nodes.fake_node("n1", gpus=3)
     assert node["metadata"]["annotations"] == {"kwok.x-k8s.io/node": "fake"}
     assert node["status"]["capacity"]["example.com/gpu"] == "3"
     assert node["status"]["allocatable"] == node["status"]["capacity"]
 
 
 def test_ports_follow_the_base_and_reject_nonsense(monkeypatch):
-    monkeypatch.setenv(controlplane.PORT_BASE_ENV, "40000")
-    p = controlplane.ports()
+    monkeypatch.setenv(kwok_layout.PORT_BASE_ENV, "40000")
+    p = kwok_supervisor.ports()
     assert p["kube-apiserver"] == 40043
     assert len(set(p.values())) == len(p)
-    monkeypatch.setenv(controlplane.PORT_BASE_ENV, "http")
+    monkeypatch.setenv(kwok_layout.PORT_BASE_ENV, "http")
     with pytest.raises(LabError, match="must be a number"):
-        controlplane.ports()
+        kwok_supervisor.ports()
 
 
 def _isolated(monkeypatch, tmp_path, base: int) -> None:
     monkeypatch.setenv("KFLABS_ROOT", str(tmp_path))
-    monkeypatch.setenv(controlplane.PORT_BASE_ENV, str(base))
+    monkeypatch.setenv(kwok_layout.PORT_BASE_ENV, str(base))
 
 
 def _free_base() -> int:
     """A port base whose whole range is free right now."""
     for base in range(41000, 60000, 200):
-        if all(controlplane.port_free(base + off) for off in controlplane.PORT_OFFSETS.values()):
+        if all(kwok_supervisor.port_free(base + off) for off in kwok_layout.PORT_OFFSETS.values()):
             return base
     pytest.skip("no free port range found")
     return 0
@@ -119,43 +123,43 @@ def test_up_reports_a_port_taken_by_another_program(monkeypatch, tmp_path):
     base = _free_base()
     _isolated(monkeypatch, tmp_path, base)
     with socket.socket() as blocker:
-        blocker.bind(("127.0.0.1", base + controlplane.PORT_OFFSETS["kube-apiserver"]))
+        blocker.bind(("127.0.0.1", base + kwok_layout.PORT_OFFSETS["kube-apiserver"]))
         blocker.listen()
         with pytest.raises(BackendUnavailable) as err:
-            controlplane.up(nodes=0, build_first=False, log=lambda _m: None)
+            kwok_supervisor.up(nodes=0, build_first=False, log=lambda _m: None)
     msg = str(err.value)
     assert f"kube-apiserver 127.0.0.1:{base + 43}" in msg
-    assert controlplane.PORT_BASE_ENV in msg
+    assert kwok_layout.PORT_BASE_ENV in msg
 
 
 def test_a_component_that_dies_reports_its_log_tail_and_port(monkeypatch, tmp_path):
     base = _free_base()
     _isolated(monkeypatch, tmp_path, base)
-    monkeypatch.setattr(controlplane, "binaries_present", lambda: True)
-    crash = controlplane.Component(
+    monkeypatch.setattr(kwok_build, "binaries_present", lambda: True)
+    crash = kwok_supervisor.Component(
         "etcd", [sys.executable, "-c", "print('bind: address already in use'); raise SystemExit(3)"],
         base + 79, ready=lambda: False, timeout=20)
-    monkeypatch.setattr(controlplane, "_components", lambda *_a: [crash])
+    monkeypatch.setattr(kwok_supervisor, "_components", lambda *_a: [crash])
     with pytest.raises(BackendUnavailable) as err:
-        controlplane.up(nodes=0, build_first=False, log=lambda _m: None)
+        kwok_supervisor.up(nodes=0, build_first=False, log=lambda _m: None)
     msg = str(err.value)
     assert "etcd exited with status 3" in msg
     assert f"127.0.0.1:{base + 79}" in msg
     assert "bind: address already in use" in msg
-    assert controlplane.status() == {}, "a failed start must leave nothing recorded as running"
+    assert kwok_supervisor.status() == {}, "a failed start must leave nothing recorded as running"
 
 
 def test_down_is_safe_when_nothing_runs(monkeypatch, tmp_path):
     _isolated(monkeypatch, tmp_path, _free_base())
-    assert controlplane.down(quiet=True) == []
-    assert controlplane.down(quiet=True) == []
-    assert controlplane.is_up() is False
+    assert kwok_supervisor.down(quiet=True) == []
+    assert kwok_supervisor.down(quiet=True) == []
+    assert kwok_supervisor.is_up() is False
 
 
 def test_go_missing_is_a_clear_skip_reason(monkeypatch):
-    monkeypatch.setattr(controlplane.shutil, "which", lambda _name: None)
+    monkeypatch.setattr(kwok_build.shutil, "which", lambda _name: None)
     with pytest.raises(BackendUnavailable, match=r"Go is not installed.*BACKEND=\"sim\""):
-        controlplane.go_binary()
+        kwok_build.go_binary()
     assert controlplane.main(["build", "--if-go"]) == 0
 
 
@@ -163,10 +167,10 @@ def test_manifest_files_keep_the_models_order(tmp_path):
     (tmp_path / "b").mkdir()
     for name in ("b/20-x.yaml", "b/10-y.yaml", "a.yml"):
         (tmp_path / name).write_text("kind: Namespace\n")
-    got = cluster_run.manifest_files([tmp_path / "b", tmp_path / "a.yml"])
+    got = scheduling_run.manifest_files([tmp_path / "b", tmp_path / "a.yml"])
     assert [p.name for p in got] == ["10-y.yaml", "20-x.yaml", "a.yml"]
     with pytest.raises(LabError, match="no such manifest"):
-        cluster_run.manifest_files([tmp_path / "missing"])
+        scheduling_run.manifest_files([tmp_path / "missing"])
 
 
 def _two_jobs_run(time_scale: float = 1.0):
@@ -175,11 +179,11 @@ def _two_jobs_run(time_scale: float = 1.0):
 
     base = paths.manifests_dir("scheduling")
     manifests = load_manifests([base / "namespace.yaml", base / "two-jobs" / "default-pods"])
-    return cluster_run._Run(manifests, t0=0.0, time_scale=time_scale)
+    return scheduling_run._Run(manifests, t0=0.0, time_scale=time_scale)
 
 
 def _track(run, name: str, job: str, **fields):
-    t = cluster_run._PodTrack(name, job, name, created_at=0.0, **fields)
+    t = scheduling_run._PodTrack(name, job, name, created_at=0.0, **fields)
     run.pods[name] = t
     return t
 
@@ -189,18 +193,18 @@ def test_job_states_follow_the_rendezvous():
     spec = next(j for j in run.manifests.jobs if j.name == "train-a")
     tracks = [_track(run, f"train-a-{i}", "train-a", node="node-0", bound_at=0.0, phase="Running")
               for i in range(3)]
-    waiting = cluster_run._job_result(spec, tracks, run)
+    waiting = scheduling_run._job_result(spec, tracks, run)
     assert (waiting.bound, waiting.pending, waiting.state) == (3, 1, "waiting")
     tracks.append(_track(run, "train-a-3", "train-a", node="node-1", bound_at=1.0,
                          phase="Running"))
     for t in tracks:
         t.working_at = 1.0
-    assert cluster_run._job_result(spec, tracks, run).state == "running"
+    assert scheduling_run._job_result(spec, tracks, run).state == "running"
     for t in tracks:
         t.phase, t.finished_at = "Succeeded", 2.0
-    done = cluster_run._job_result(spec, tracks, run)
+    done = scheduling_run._job_result(spec, tracks, run)
     assert (done.bound, done.completed, done.state, done.finished_at) == (0, 4, "completed", 2.0)
-    assert cluster_run._job_result(spec, [], run).state == "pending"
+    assert scheduling_run._job_result(spec, [], run).state == "pending"
 
 
 def test_waste_counts_gpu_seconds_bound_but_not_working():
@@ -210,7 +214,7 @@ def test_waste_counts_gpu_seconds_bound_but_not_working():
     _track(run, "train-a-0", "train-a", node="node-0", bound_at=0.0, working_at=1.0,
            finished_at=3.0, phase="Succeeded")
     _track(run, "train-b-0", "train-b", node="node-1", bound_at=1.0, phase="Running")
-    waste, util = cluster_run._waste_and_utilisation(run, make_nodes(3, 2), end=4.0)
+    waste, util = scheduling_run._waste_and_utilisation(run, make_nodes(3, 2), end=4.0)
     # train-a-0 idles 1 s before its rendezvous; train-b-0 idles from 1 s to the end (3 s)
     assert waste == (1.0 + 3.0) / 0.5
     assert util["capacity"] == 6
@@ -221,17 +225,17 @@ def test_waste_counts_gpu_seconds_bound_but_not_working():
 def test_a_run_is_not_quiet_while_work_is_due():
     run = _two_jobs_run()
     run.last_change = -100.0  # long ago
-    assert cluster_run._quiet(run, settle=3)
+    assert scheduling_run._quiet(run, settle=3)
     _track(run, "train-a-0", "train-a", node="node-0", bound_at=0.0, phase="Running",
            annotated=True)
-    assert not cluster_run._quiet(run, settle=3)
+    assert not scheduling_run._quiet(run, settle=3)
 
 
 # -- PhaseTrail: the poll's record, completed by the watch -------------------------------
 
 def _trail_run(sightings, watched_at):
     """Feed PhaseTrail the poll's sightings with the watch's sequence at each one."""
-    from helpers.scheduling.phase_watch import PhaseTrail
+    from helpers.backend.phase_watch import PhaseTrail
 
     trail, recorded = PhaseTrail(), []
     for current, watched in zip(sightings, watched_at, strict=True):
@@ -270,7 +274,7 @@ def test_phase_trail_without_a_watch_is_the_plain_poll():
 
 
 def test_phase_readers_default_like_the_controllers():
-    from helpers.scheduling.phase_watch import podgroup_phase, vcjob_phase
+    from helpers.backend.phase_watch import podgroup_phase, vcjob_phase
 
     assert podgroup_phase({"metadata": {}}) == "Pending"  # no status yet: Pending
     assert podgroup_phase({"status": {"phase": "Inqueue"}}) == "Inqueue"

@@ -10,8 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from helpers import backend, course, environment, model_store, paths, results, runner, versions
+from helpers import backend, course, environment, model_store, paths, results, versions
 from helpers.errors import BackendUnavailable, LabError, ModelStoreError, cli_errors
+from helpers.tools import runner
 from tests.conftest import ROOT
 
 

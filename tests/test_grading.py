@@ -15,8 +15,8 @@ import nbformat
 import pytest
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
 
-from helpers import grading
-from helpers.grading import GradingError
+from helpers.tools import grading
+from helpers.tools.grading import GradingError
 from tests.conftest import LABS, lab_ids
 
 

@@ -1,9 +1,9 @@
-"""Labs 03 and 05 on ``BACKEND="kind"``: the one call each lab makes dispatches to helpers.cluster.
+"""Labs 03 and 05 on ``BACKEND="kind"``: the one call each lab makes dispatches to the kind backend.
 
-kind cannot run here, so ``helpers.cluster``'s lab functions are replaced by fakes that
-record their calls; what is tested is :mod:`helpers.serving.deploy`'s dispatch: which cluster
-step runs, in which order, with which arguments, what the lab gets back, and that the
-clean-up is safe twice. (``helpers.cluster`` itself is tested against fake executables in
+kind cannot run here, so the kind backend's serving functions (``helpers.backend.kind.serving``)
+are replaced by fakes that record their calls; what is tested is :mod:`helpers.serving.deploy`'s
+dispatch: which cluster step runs, in which order, with which arguments, what the lab gets back, and that the
+clean-up is safe twice. (the kind backend itself is tested against fake executables in
 tests/test_cluster_commands.py.)
 """
 
@@ -15,18 +15,19 @@ from types import SimpleNamespace
 
 import pytest
 
-from helpers import cluster
-from helpers.backend import Backend
+from helpers import backend
+from helpers.backend.kind import serving as kind_serving
 from helpers.errors import BackendUnavailable, LabError, ManifestError, ModelStoreError
+from helpers.kube import names
 from helpers.serving import deploy, isvc
 
-SIM = Backend("sim", "test")
-KIND = Backend("kind", "test", kubeconfig="/tmp/kubeconfig-test", context="kind-kflabs")
-KWOK = Backend("kwok", "test")
+SIM = backend.make("sim", "test")
+KIND = backend.make("kind", "test", kubeconfig="/tmp/kubeconfig-test", context="kind-kflabs")
+KWOK = backend.make("kwok", "test")
 
 
 class FakeForward:
-    """Stands in for cluster.PortForward: a local port and a close() that counts."""
+    """Stands in for kubectl_run.PortForward: a local port and a close() that counts."""
 
     def __init__(self, local_port: int = 43210):
         self.local_port = local_port
@@ -43,12 +44,12 @@ class FakeForward:
 
 @pytest.fixture
 def calls(monkeypatch) -> list[tuple]:
-    """Fake helpers.cluster lab functions; each appends (step, args...) to the returned list."""
+    """Fake kind serving functions; each appends (step, args...) to the returned list."""
     log: list[tuple] = []
 
     def upload_model(folder, *, name=None, target=None):
         log.append(("upload", Path(folder), name, target))
-        return f"pvc://{cluster.MODEL_PVC}/{name}/"
+        return f"pvc://{names.MODEL_PVC}/{name}/"
 
     def deploy_inference_service(doc, target, *, timeout):
         log.append(("deploy", doc["metadata"]["name"], target, timeout))
@@ -74,7 +75,7 @@ def calls(monkeypatch) -> list[tuple]:
                        ("port_forward", port_forward),
                        ("delete_inference_service", delete_inference_service),
                        ("kubectl", kubectl)]:
-        monkeypatch.setattr(cluster, name, fake)
+        monkeypatch.setattr(kind_serving, name, fake)
     return log
 
 
@@ -143,7 +144,7 @@ def test_submit_on_kind_uploads_deploys_and_forwards_in_order(store, calls):
     assert (name, target) == ("iris", KIND)
     assert timeout == deploy.CLUSTER_READY_TIMEOUT  # a 60 s lab knob is too short for a pull
     assert calls[2] == ("forward", "iris-predictor", isvc.DEFAULT_NAMESPACE, 80, KIND)
-    assert isinstance(server, deploy.ClusterDeployment)
+    assert isinstance(server, kind_serving.ClusterDeployment)
     assert server.storage_uri == "pvc://model-store/iris/"
     assert (server.host, server.port, server.url) == ("127.0.0.1", 43210, "http://127.0.0.1:43210")
     assert server.startup_seconds is not None and server.startup_seconds >= 0
@@ -229,7 +230,7 @@ def test_listening_addresses_are_read_from_the_os(store, calls, address):
 
 def test_not_yet_forwarded_is_a_clear_error():
     """A handle that never started says what starts it."""
-    handle = deploy.ClusterDeployment(manifest(), KIND)
+    handle = kind_serving.ClusterDeployment(manifest(), KIND)
     with pytest.raises(LabError, match="deploy.submit"):
         _ = handle.url
     assert "not forwarded" in repr(handle)
@@ -262,7 +263,7 @@ def test_withdraw_deletes_an_isvc_whose_submit_failed_half_way(store, calls, mon
         calls.append(("deploy", doc["metadata"]["name"], target, timeout))
         raise LabError("timed out waiting for InferenceService kflabs-serving/iris to be Ready")
 
-    monkeypatch.setattr(cluster, "deploy_inference_service", not_ready)
+    monkeypatch.setattr(kind_serving, "deploy_inference_service", not_ready)
     doc = manifest()
     with pytest.raises(LabError, match="Ready"):
         deploy.submit(doc, KIND, store)
@@ -300,7 +301,7 @@ class FakeKind:
         self.log.append(("upload", name))
         shutil.rmtree(self.pvc / name, ignore_errors=True)
         shutil.copytree(folder, self.pvc / name)
-        return f"pvc://{cluster.MODEL_PVC}/{name}/"
+        return f"pvc://{names.MODEL_PVC}/{name}/"
 
     def deploy_inference_service(self, doc, target, *, timeout):
         from helpers.serving.local import LocalServer
@@ -334,7 +335,7 @@ class FakeKind:
 
         for name in ("upload_model", "deploy_inference_service", "port_forward",
                      "delete_inference_service", "kubectl"):
-            monkeypatch.setattr(cluster, name, getattr(self, name))
+            monkeypatch.setattr(kind_serving, name, getattr(self, name))
         monkeypatch.setattr(backend, "resolve", lambda name, **_kw: KIND)
         return self
 
@@ -369,7 +370,7 @@ def test_lab05_cells_run_their_kind_branch(tmp_path, monkeypatch):
     fake = FakeKind(tmp_path).install(monkeypatch)
     params = {"BACKEND": "kind", "OUTPUT_DIR": str(tmp_path / "results"), "N_LATENCY": 20}
     ns = run_lab_cells("05_serve_with_kserve", params)
-    assert isinstance(ns["server"], deploy.ClusterDeployment)
+    assert isinstance(ns["server"], kind_serving.ClusterDeployment)
     assert [step[0] for step in fake.log] == ["upload", "deploy", "forward", "delete", "delete"]
     assert fake.log[1][2] >= deploy.CLUSTER_READY_TIMEOUT and fake.servers == {}
     assert (fake.pvc / "iris" / "model.json").is_file()  # the model stays on the PVC

@@ -14,8 +14,8 @@ import papermill as pm
 import pytest
 import yaml
 
-from helpers import runner
-from helpers.runner import isolated_dirs
+from helpers.tools import runner
+from helpers.tools.runner import isolated_dirs
 from tests.conftest import LABS, ROOT
 from tests.results_checks import CHECKS
 

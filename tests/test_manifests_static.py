@@ -22,8 +22,14 @@ import pytest
 import yaml
 from packaging.version import Version
 
-from helpers import backend, cluster, paths, versions
+from helpers import backend, paths, versions
+from helpers.backend.kind import installs as kind_installs
+from helpers.backend.kind import lifecycle as kind_lifecycle
+from helpers.backend.kind import serving as kind_serving
+from helpers.backend.kind import training as kind_training
+from helpers.backend.kwok import nodes as kwok_nodes
 from helpers.errors import BackendUnavailable
+from helpers.kube import names
 
 KIND_CONFIG = paths.cluster_dir() / "kind" / "kind-config.yaml"
 #: Tool configuration, not API objects (kind's config, kwok's stages, scheduler config).
@@ -55,13 +61,13 @@ def rendered_objects() -> list[tuple[str, dict]]:
     """Objects the helpers build at run time, as the cluster will receive them."""
     from helpers.serving import isvc
 
-    job = cluster.training_job_manifest("kflabs-train:0123456789ab", seed=7, fmt="ubj",
+    job = kind_training.training_job_manifest("kflabs-train:0123456789ab", seed=7, fmt="ubj",
                                         model_name="iris", n_estimators=5)
     return [
-        ("cluster.training_job_manifest", job),
-        ("cluster.model_pvc_manifest", cluster.model_pvc_manifest()),
-        ("cluster.loader_pod_manifest", cluster.loader_pod_manifest("kflabs-train:0123456789ab")),
-        ("cluster Volcano webhook probe", cluster._VOLCANO_PROBE),
+        ("kind_training.training_job_manifest", job),
+        ("kind_training.model_pvc_manifest", kind_training.model_pvc_manifest()),
+        ("kind_serving.loader_pod_manifest", kind_serving.loader_pod_manifest("kflabs-train:0123456789ab")),
+        ("cluster Volcano webhook probe", kind_installs._VOLCANO_PROBE),
         ("isvc.default_manifest", isvc.default_manifest()),
         ("isvc v1 manifest", isvc.inference_service("iris-v1", isvc.pvc_uri("model-store", "iris"),
                                                     protocol_version="v1")),
@@ -110,12 +116,11 @@ def _strict(schema: dict) -> dict:
 @pytest.fixture(scope="module")
 def crd_schemas() -> dict[tuple[str, str], dict]:
     """``{(apiVersion, kind): strict openAPIV3Schema}`` from the pinned upstream modules."""
-    from helpers import controlplane
 
     schemas: dict[tuple[str, str], dict] = {}
     for pin_name, (module, folder) in CRD_SOURCES.items():
         try:
-            root = controlplane.module_dir(module, versions.pin(pin_name))
+            root = kwok_nodes.module_dir(module, versions.pin(pin_name))
         except BackendUnavailable as exc:
             pytest.skip(f"upstream CRDs unavailable (needs Go and the module proxy): {exc}")
         files = sorted((root / folder).glob("*.yaml"))
@@ -153,7 +158,7 @@ def test_kind_config_is_one_control_plane_and_three_workers_on_the_pinned_image(
     pin = versions.pin("kind_node_image")
     assert {n["image"] for n in config["nodes"]} == {pin}, "kind-config drifted from versions.yaml"
     workers = [n for n in config["nodes"] if n["role"] == "worker"]
-    assert all(n["labels"][cluster.FAKE_GPU_LABEL] == "true" for n in workers)
+    assert all(n["labels"][kind_lifecycle.FAKE_GPU_LABEL] == "true" for n in workers)
 
 
 def test_node_image_is_pinned_by_digest_inside_volcano_and_kserve_ranges():
@@ -171,16 +176,16 @@ def test_node_image_is_pinned_by_digest_inside_volcano_and_kserve_ranges():
 def test_training_namespace_and_pvc_match_the_serving_builder():
     from helpers.serving import isvc
 
-    pvc = cluster.model_pvc_manifest()
-    assert pvc["metadata"]["namespace"] == isvc.DEFAULT_NAMESPACE == cluster.MODEL_NAMESPACE
+    pvc = kind_training.model_pvc_manifest()
+    assert pvc["metadata"]["namespace"] == isvc.DEFAULT_NAMESPACE == names.MODEL_NAMESPACE
     uri = isvc.default_manifest()["spec"]["predictor"]["model"]["storageUri"]
     assert uri.startswith(f"pvc://{pvc['metadata']['name']}/"), uri
-    job = cluster.training_job_manifest("img:1")
-    assert job["metadata"]["namespace"] == cluster.MODEL_NAMESPACE
+    job = kind_training.training_job_manifest("img:1")
+    assert job["metadata"]["namespace"] == names.MODEL_NAMESPACE
 
 
 def test_training_job_is_gang_scheduled_through_the_operator_not_the_manifest():
-    job = cluster.training_job_manifest("kflabs-train:abc", seed=3, fmt="json")
+    job = kind_training.training_job_manifest("kflabs-train:abc", seed=3, fmt="json")
     specs = job["spec"]["xgbReplicaSpecs"]
     assert specs["Master"]["replicas"] == 1 and specs["Worker"]["replicas"] == 3
     total = sum(s["replicas"] for s in specs.values())
@@ -197,14 +202,14 @@ def test_training_job_is_gang_scheduled_through_the_operator_not_the_manifest():
         assert container["args"][:4] == ["--output-dir", "/mnt/models", "--seed", "3"]
     master_volumes = specs["Master"]["template"]["spec"]["volumes"]
     assert master_volumes == [{"name": "model-store",
-                               "persistentVolumeClaim": {"claimName": cluster.MODEL_PVC}}]
+                               "persistentVolumeClaim": {"claimName": names.MODEL_PVC}}]
     assert "emptyDir" in specs["Worker"]["template"]["spec"]["volumes"][0]
 
 
 def test_training_job_arguments_are_what_helpers_train_accepts():
     from helpers import train
 
-    job = cluster.training_job_manifest("img:1", seed=11, fmt="ubj", model_name="iris",
+    job = kind_training.training_job_manifest("img:1", seed=11, fmt="ubj", model_name="iris",
                                         n_estimators=4)
     args = job["spec"]["xgbReplicaSpecs"]["Master"]["template"]["spec"]["containers"][0]["args"]
     parsed = train.build_parser().parse_args(args)
@@ -221,7 +226,7 @@ def test_training_job_rejects_bad_parameters(kwargs, needle):
     from helpers.errors import ManifestError
 
     with pytest.raises(ManifestError, match=needle):
-        cluster.training_job_manifest("img:1", **kwargs)
+        kind_training.training_job_manifest("img:1", **kwargs)
 
 
 def test_training_dockerfile_installs_from_the_lock_and_runs_the_kit_code():
@@ -252,7 +257,7 @@ def test_core_objects_validate_against_the_pinned_kubernetes_schemas():
 
 
 def test_core_validation_catches_a_typo():
-    pvc = cluster.model_pvc_manifest()
+    pvc = kind_training.model_pvc_manifest()
     bad = copy.deepcopy(pvc)
     bad["spec"]["accesModes"] = bad["spec"].pop("accessModes")
     kubernetes_validate.validate(pvc, k8s_schema_version(), strict=True)
@@ -277,7 +282,7 @@ def test_custom_objects_validate_against_the_published_crds(crd_schemas):
      .update(imagePullPolicy=None, imagePulPolicy="Never"), "containers"),
 ])
 def test_crd_validation_catches_broken_training_jobs(crd_schemas, mutate, where):
-    job = cluster.training_job_manifest("img:1")
+    job = kind_training.training_job_manifest("img:1")
     assert crd_errors(crd_schemas, job) == []
     mutate(job)
     errors = crd_errors(crd_schemas, job)
@@ -285,7 +290,7 @@ def test_crd_validation_catches_broken_training_jobs(crd_schemas, mutate, where)
 
 
 def test_volcano_probe_and_podgroups_validate(crd_schemas):
-    assert crd_errors(crd_schemas, cluster._VOLCANO_PROBE) == []
+    assert crd_errors(crd_schemas, kind_installs._VOLCANO_PROBE) == []
     pg = {"apiVersion": "scheduling.volcano.sh/v1beta1", "kind": "PodGroup",
           "metadata": {"name": "x"}, "spec": {"minMember": "four"}}
     assert any("minMember" in e for e in crd_errors(crd_schemas, pg))

@@ -10,7 +10,10 @@ import pytest
 import yaml
 
 from helpers import pipeline, training
+from helpers.backend.kind import serving as kind_serving
+from helpers.backend.kind import training as kind_training
 from helpers.errors import BackendUnavailable
+from helpers.kube import kubectl as kubectl_run
 from helpers.pipeline import PipelineError, SimCluster
 
 
@@ -102,7 +105,7 @@ def test_sim_volume_and_uri_resolution(tmp_path: Path):
 def test_wait_ready_without_controller_names_the_fix(tmp_path: Path):
     """A serve step with nobody playing KServe's controller fails at once, saying so."""
     sim = SimCluster(tmp_path / "state")
-    sim.apply_isvc(pipeline._isvc_manifest("iris", "pvc://model-store/iris/"))
+    sim.apply_isvc(pipeline.steps._isvc_manifest("iris", "pvc://model-store/iris/"))
     with pytest.raises(PipelineError, match="start_controller"):
         sim.wait_ready("iris", timeout=5)
 
@@ -111,7 +114,7 @@ def test_controller_reports_a_missing_model(tmp_path: Path):
     """An InferenceService whose folder holds no model fails with the server's own message."""
     sim = SimCluster(tmp_path / "state")
     sim.create_pvc("model-store")
-    sim.apply_isvc(pipeline._isvc_manifest("iris", "pvc://model-store/iris/"))
+    sim.apply_isvc(pipeline.steps._isvc_manifest("iris", "pvc://model-store/iris/"))
     sim.reconcile()
     with pytest.raises(PipelineError, match="failed on sim"):
         sim.wait_ready("iris", timeout=5)
@@ -145,7 +148,7 @@ def test_steps_in_process_serve_the_trained_model(tmp_path: Path):
 
 def test_kwok_and_unknown_backends_are_refused():
     """kwok runs no containers: the steps say so and name the backends that work."""
-    with pytest.raises(BackendUnavailable, match='BACKEND="kind"'):
+    with pytest.raises(BackendUnavailable, match="BACKEND='kind'"):
         pipeline.step_volume("kwok", "unused")
     with pytest.raises(BackendUnavailable):
         pipeline.run_local("minikube")
@@ -195,23 +198,24 @@ def test_run_local_executes_the_pipeline_with_kfps_runner(tmp_path: Path):
 
 
 def test_kind_steps_call_the_cluster_helpers(monkeypatch, tmp_path: Path):
-    """On kind each step goes through helpers.cluster (faked here: no cluster in the tests)."""
+    """On kind each step goes through the kind backend's verbs (faked here: no cluster in the tests)."""
     from types import SimpleNamespace
 
-    from helpers import backend, cluster
+    from helpers import backend
 
     calls = []
-    target = SimpleNamespace(name="kind", context="kind-kflabs", kubeconfig=None, is_cluster=True)
+    target = backend.make("kind", "test", context="kind-kflabs")
     monkeypatch.setattr(backend, "resolve", lambda name, announce=True: target)
-    monkeypatch.setattr(cluster, "ensure_model_pvc", lambda t: calls.append(("pvc", t)) or "model-store")
-    monkeypatch.setattr(cluster, "run_training_job", lambda t, seed, model_name: calls.append(
+    monkeypatch.setattr(kind_training, "ensure_model_pvc",
+                        lambda t: calls.append(("pvc", t)) or "model-store")
+    monkeypatch.setattr(kind_training, "run_training_job", lambda t, seed, model_name: calls.append(
         ("train", seed, model_name)) or SimpleNamespace(model_uri=f"pvc://model-store/{model_name}/",
                                                         accuracy=0.9))
-    monkeypatch.setattr(cluster, "deploy_inference_service", lambda doc, t, timeout: calls.append(
+    monkeypatch.setattr(kind_serving, "deploy_inference_service", lambda doc, t, timeout: calls.append(
         ("isvc", doc["metadata"]["name"], doc["spec"]["predictor"]["model"]["storageUri"]))
         or {"namespace": "kflabs-serving", "predictor_service": f"{doc['metadata']['name']}-predictor"})
     closed = []
-    monkeypatch.setattr(cluster, "port_forward", lambda svc, ns, target: SimpleNamespace(
+    monkeypatch.setattr(kubectl_run, "port_forward", lambda svc, ns, target: SimpleNamespace(
         url="http://127.0.0.1:9", close=lambda: closed.append((ns, svc))))
 
     assert pipeline.step_volume("kind", "unused") == "model-store"

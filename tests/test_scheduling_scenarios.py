@@ -129,8 +129,8 @@ def test_gantt_colours_by_queue():
 
 
 def test_cluster_backends_go_through_cluster_run_with_the_same_manifests(monkeypatch):
-    from helpers.backend import Backend
-    from helpers.scheduling import cluster_run
+    from helpers import backend
+    from helpers.backend import scheduling_run
 
     seen = {}
 
@@ -138,8 +138,8 @@ def test_cluster_backends_go_through_cluster_run_with_the_same_manifests(monkeyp
         seen.update(paths=list(manifest_paths), nodes=nodes, **kwargs)
         return scheduling.run_scenario("chapter", "volcano")
 
-    monkeypatch.setattr(cluster_run, "run", fake_run)
-    kwok = Backend("kwok", "test", kubeconfig="/nonexistent")
+    monkeypatch.setattr(scheduling_run, "run", fake_run)
+    kwok = backend.make("kwok", "test", kubeconfig="/nonexistent")
     result = scheduling.run_scenario("chapter", "volcano", kwok, seed=3)
     assert result.scheduler == "volcano"
     assert seen["paths"] == scheduling.scenario("chapter").paths("volcano")
@@ -148,12 +148,12 @@ def test_cluster_backends_go_through_cluster_run_with_the_same_manifests(monkeyp
 
 
 def test_cluster_events_use_the_models_types_and_names(monkeypatch):
-    """cluster_run writes the real schedulers' events as the model logs its own."""
+    """scheduling_run writes the real schedulers' events as the model logs its own."""
     from types import SimpleNamespace as NS
 
     from kubernetes import client
 
-    from helpers.scheduling import cluster_run
+    from helpers.backend import scheduling_run
 
     def event(reason, kind, name, message, component=None):
         return NS(reason=reason, message=message, reporting_component=component,
@@ -165,6 +165,6 @@ def test_cluster_events_use_the_models_types_and_names(monkeypatch):
              event("Pulled", "Pod", "serving-5d-x1", "image pulled")]
     fake = NS(list_namespaced_event=lambda ns: NS(items=items))
     monkeypatch.setattr(client, "CoreV1Api", lambda api: fake)
-    assert cluster_run._scheduler_events(None, "ns") == [
+    assert scheduling_run._scheduler_events(None, "ns") == [
         ("Scheduled", "pod/serving-5d-x1", "default-scheduler: bound to node-2"),
         ("Unschedulable", "podgroup/train-b-uid", "resource in cluster is overused")]

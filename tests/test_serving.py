@@ -350,17 +350,17 @@ def test_onnx_model_served_over_http_matches_xgboost(tmp_path, trained):
 
 def test_submit_on_sim_serves_the_manifest(tmp_path, trained):
     """deploy.submit: the manifest's name and pvc:// path select what the local server runs."""
-    from helpers.backend import Backend
+    from helpers import backend
     from helpers.serving import deploy, isvc
 
     store = trained[0].parent
     manifest = isvc.inference_service("iris", isvc.pvc_uri("model-store", trained[0].name))
     assert deploy.local_model_dir(manifest, store) == trained[0]
     with pytest.raises(BackendUnavailable, match="runs no containers"):
-        deploy.submit(manifest, Backend("kwok", "test"), store)
+        deploy.submit(manifest, backend.make("kwok", "test"), store)
     s3 = isvc.inference_service("iris", "s3://models-bucket/iris/")
     with pytest.raises(ManifestError, match="only pvc://"):
-        deploy.submit(s3, Backend("sim", "test"), store)
+        deploy.submit(s3, backend.make("sim", "test"), store)
 
 
 def test_bench_measurements_have_their_shape(server, ep):

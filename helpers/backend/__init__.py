@@ -32,7 +32,7 @@ __all__ = ["AUTO_ENV", "BACKENDS", "KIND_CLUSTER_NAME", "KIND_CONTEXT", "VERBS",
            "kwok_kubeconfig", "make", "probe", "registered", "resolve"]
 
 #: What a lab's ``BACKEND`` parameter may say, the embedded default first.
-BACKENDS = (*(cls.name for cls in (SimBackend, KindBackend, KwokBackend)), "auto")
+BACKENDS = (*(cls.name for cls in registered()), "auto")
 #: Environment variable through which ``auto`` may be asked for a cluster.
 AUTO_ENV = "KFLABS_BACKEND"
 

@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
-from helpers.errors import BackendUnavailable
+from helpers.errors import BackendUnavailable, PipelineError
 
 #: The verbs a backend may implement (the order the table above lists them in).
 VERBS = ("run_scheduling", "publish_model", "serve", "withdraw", "train", "provision_volume",
@@ -56,6 +56,8 @@ class Backend:
 
     #: The backend's name, as a lab's ``BACKEND`` parameter spells it.
     name: ClassVar[str] = ""
+    #: Where it comes in lists of backends (the embedded default first).
+    order: ClassVar[int] = 99
     #: True when cells apply manifests to a real API server (``kind``, ``kwok``).
     is_cluster: ClassVar[bool] = False
     #: Whether an InferenceService must also meet the cluster's own rules (its PVC, namespace).
@@ -112,7 +114,8 @@ class Backend:
         """``(base_url, close)`` for what :meth:`deploy` returned (``close`` may be None)."""
         if where.startswith("http://"):
             return where, None
-        raise self.lacks("reach", f"reach {where!r}")
+        raise PipelineError(f"cannot reach {where!r}: expected http://... or service://<ns>/<svc> "
+                            "(the serve step's output)")
 
     def controller(self, state_dir: str | os.PathLike[str]) -> Any:
         """What must run in this process while the pipeline runs (None: the cluster's own)."""
@@ -135,11 +138,11 @@ class Backend:
 
     def lacks(self, verb: str, doing: str) -> BackendUnavailable:
         """The one error for a missing capability: it names the backends that have it."""
-        having = sorted(cls.name for cls in registered() if cls(reason="").can(verb))
+        having = [cls.name for cls in registered() if cls(reason="").can(verb)]
         why = f" ({self.lacks_because})" if self.lacks_because else ""
         return BackendUnavailable(
-            f'BACKEND="{self.name}" cannot {doing}{why}: use BACKEND= one of '
-            f"{', '.join(repr(n) for n in having) or 'none'}")
+            f"BACKEND={self.name!r} cannot {doing}{why}: run it with "
+            + " or ".join(f"BACKEND={n!r}" for n in having))
 
 
 _REGISTRY: dict[str, type[Backend]] = {}
@@ -152,8 +155,8 @@ def register(cls: type[Backend]) -> type[Backend]:
 
 
 def registered() -> list[type[Backend]]:
-    """Every registered backend class, in registration order."""
-    return list(_REGISTRY.values())
+    """Every registered backend class, the embedded default first."""
+    return sorted(_REGISTRY.values(), key=lambda cls: cls.order)
 
 
 def backend_class(name: str) -> type[Backend]:

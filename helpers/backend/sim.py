@@ -22,6 +22,7 @@ class SimBackend(Backend):
     """Embedded default: scheduling model and local KServe server."""
 
     name = "sim"
+    order = 0
     parallel_labs = True
 
     @classmethod

@@ -397,6 +397,37 @@ def podgroups(api, namespace: str) -> list[dict]:
     return sorted(out.get("items", []), key=lambda o: o["metadata"]["name"])
 
 
+def get_custom(api, ref: tuple[str, str, str, str, str]) -> dict | None:
+    """Read a custom object ``(group, version, namespace, plural, name)``; None if absent."""
+    from kubernetes import client
+    from kubernetes.client.exceptions import ApiException
+
+    group, version, namespace, plural, name = ref
+    try:
+        return client.CustomObjectsApi(api).get_namespaced_custom_object(
+            group, version, namespace, plural, name)
+    except ApiException as exc:
+        if status_is(exc, 404):
+            return None
+        raise
+
+
+def conditions(obj: dict | None) -> dict[str, dict]:
+    """An object's ``status.conditions`` by type (empty when it has none)."""
+    return {c.get("type"): c for c in ((obj or {}).get("status") or {}).get("conditions") or []}
+
+
+def pod_log(api, namespace: str, pod: str, lines: int = 20) -> str:
+    """The last ``lines`` of a pod's log, or why there is none (never raises for an API error)."""
+    from kubernetes import client
+    from kubernetes.client.exceptions import ApiException
+
+    try:
+        return client.CoreV1Api(api).read_namespaced_pod_log(pod, namespace, tail_lines=lines)
+    except ApiException as exc:
+        return f"(no log: {exc.reason})"
+
+
 def events(api, namespace: str, limit: int = 15) -> list[str]:
     """The most recent events of ``namespace`` as one line each (newest last)."""
     from kubernetes import client

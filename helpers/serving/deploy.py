@@ -109,7 +109,7 @@ def validates_input(server: Any) -> bool:
     The local server runs the kit's model class, which validates shape, type, NaN and batch
     size; the stock ``kserve-xgbserver`` on a cluster does not.
     """
-    return bool(server.validates_input)
+    return bool(getattr(server, "validates_input", True))
 
 
 def submit(manifest: dict[str, Any], backend: ServingBackend, store_dir: str | os.PathLike[str],

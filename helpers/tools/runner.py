@@ -120,9 +120,14 @@ def default_jobs(backend: str) -> int:
     """Labs run two at a time with 2+ CPUs on a backend where they are independent (``sim``);
     one at a time on a cluster, where labs share the cluster's PVC and namespaces."""
     from helpers.backend import backend_class
+    from helpers.errors import BackendUnavailable
     from helpers.processes import cpus
 
-    return 2 if backend_class(backend).parallel_labs and cpus() >= 2 else 1
+    try:
+        parallel = backend_class(backend).parallel_labs
+    except BackendUnavailable:
+        parallel = False  # each lab then reports the unknown name itself
+    return 2 if parallel and cpus() >= 2 else 1
 
 
 def run_all(

@@ -42,6 +42,7 @@ class KindBackend(Backend):
     """A kind cluster reached through its kubeconfig context."""
 
     name = "kind"
+    order = 1
     is_cluster = True
     checks_cluster_rules = True
 

@@ -10,16 +10,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from helpers import versions
-from helpers.backend.kind.images import ensure_training_image
-from helpers.backend.kind.lifecycle import (
-    TOTAL_FAKE_GPUS,
-    check_docker,
-    check_kind_version,
-    create_cluster,
-    delete_cluster,
-    patch_fake_gpus,
-    wait_nodes_ready,
-)
+from helpers.backend.kind import images, lifecycle
 from helpers.errors import LabError
 from helpers.kube.kubectl import CommandFailed, diagnostics, kubectl, require_tools, retry_transient, rollout
 from helpers.kube.names import KIND_CLUSTER_NAME as CLUSTER_NAME
@@ -226,7 +217,7 @@ def install_training_operator(timeout: float = INSTALL_TIMEOUT) -> None:
     rollout("kubeflow", "training-operator", timeout)
 
 
-def up(*, components: Iterable[str] = COMPONENTS, gpus: int = TOTAL_FAKE_GPUS,
+def up(*, components: Iterable[str] = COMPONENTS, gpus: int = lifecycle.TOTAL_FAKE_GPUS,
        timeout: float = INSTALL_TIMEOUT, build_image: bool = True) -> dict[str, Any]:
     """``make cluster-up``: everything the labs' ``BACKEND="kind"`` needs, idempotently.
 
@@ -244,11 +235,11 @@ def up(*, components: Iterable[str] = COMPONENTS, gpus: int = TOTAL_FAKE_GPUS,
     if unknown:
         raise LabError(f"unknown component(s) {unknown}: choose from {', '.join(COMPONENTS)}")
     require_tools("docker", "kind", "kubectl")
-    check_docker()
-    check_kind_version()
-    create_cluster()
-    wait_nodes_ready()
-    layout = patch_fake_gpus(gpus)
+    lifecycle.check_docker()
+    lifecycle.check_kind_version()
+    lifecycle.create_cluster()
+    lifecycle.wait_nodes_ready()
+    layout = lifecycle.patch_fake_gpus(gpus)
     steps = {"volcano": install_volcano, "cert-manager": install_cert_manager,
              "kserve": install_kserve, "training-operator": install_training_operator}
     if "kserve" in wanted and "cert-manager" not in wanted:
@@ -258,7 +249,7 @@ def up(*, components: Iterable[str] = COMPONENTS, gpus: int = TOTAL_FAKE_GPUS,
         if name in wanted:
             steps[name](timeout)
             done.append(name)
-    image = ensure_training_image() if build_image else None
+    image = images.ensure_training_image() if build_image else None
     print(f"cluster ready: context {CONTEXT}; run the labs with BACKEND=\"kind\"")
     return {"cluster": CLUSTER_NAME, "context": CONTEXT, "gpus": layout, "installed": done,
             "training_image": image}
@@ -266,6 +257,6 @@ def up(*, components: Iterable[str] = COMPONENTS, gpus: int = TOTAL_FAKE_GPUS,
 
 def down() -> bool:
     """``make cluster-down``: delete the kind cluster. Safe to run twice."""
-    return delete_cluster()
+    return lifecycle.delete_cluster()
 
 

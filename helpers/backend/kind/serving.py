@@ -12,16 +12,7 @@ from typing import Any
 
 from helpers import paths
 from helpers.backend.base import Backend
-from helpers.backend.kind.images import ensure_training_image
-from helpers.backend.kind.training import (
-    _conditions,
-    _get_custom,
-    _pod_log,
-    api_client,
-    delete_model_pvc,
-    delete_training_job,
-    ensure_model_pvc,
-)
+from helpers.backend.kind import images, training
 from helpers.errors import LabError, ManifestError
 from helpers.kube import client as k8s
 from helpers.kube.kubectl import PortForward, kubectl, port_forward
@@ -131,9 +122,9 @@ def upload_model(local_dir: str | Path, *, name: str | None = None,
         raise ManifestError(f"model name {name!r} must be a DNS-1123 label (lowercase letters, "
                             "digits and '-')")
     payload = model_payload(folder, name)
-    api = api or api_client(target)
-    ensure_model_pvc(api=api)
-    pod = loader_pod_manifest(ensure_training_image())
+    api = api or training.api_client(target)
+    training.ensure_model_pvc(api=api)
+    pod = loader_pod_manifest(images.ensure_training_image())
     if k8s.delete(api, pod):  # a leftover from an interrupted copy: a pod spec is immutable
         k8s.wait_for(lambda: _loader_phase(api) is None, 60, f"the old {LOADER_POD} to go",
                      interval=1.0)
@@ -163,9 +154,9 @@ def _pvc_exists(api, namespace: str, name: str) -> bool:
 
 
 def _isvc_diagnostics(api, namespace: str, name: str) -> str:
-    isvc = _get_custom(api, ("serving.kserve.io", "v1beta1", namespace, "inferenceservices", name))
+    isvc = k8s.get_custom(api, ("serving.kserve.io", "v1beta1", namespace, "inferenceservices", name))
     lines = [f"-- InferenceService {namespace}/{name} conditions:"]
-    for ctype, c in _conditions(isvc).items():
+    for ctype, c in k8s.conditions(isvc).items():
         lines.append(f"  {ctype}={c.get('status')} {c.get('reason', '')}: "
                      f"{(c.get('message') or '')[:200]}")
     for pod in k8s.pods(api, namespace, f"serving.kserve.io/inferenceservice={name}"):
@@ -174,7 +165,7 @@ def _isvc_diagnostics(api, namespace: str, name: str) -> str:
                     status.state and status.state.terminated
                     and status.state.terminated.exit_code == 0):
                 lines.append(f"  storage-initializer of {pod.metadata.name}:\n"
-                             + _pod_log(api, namespace, pod.metadata.name, 10))
+                             + k8s.pod_log(api, namespace, pod.metadata.name, 10))
     return "\n".join(lines) + "\n" + k8s.diagnose(api, namespace)
 
 
@@ -203,7 +194,7 @@ def deploy_inference_service(isvc: dict, target: Backend | None = None, *,
     annotations.setdefault(isvc_mod.DEPLOYMENT_MODE_ANNOTATION, "Standard")
     meta["annotations"] = annotations
     name, ns = meta["name"], meta["namespace"]
-    api = api or api_client(target)
+    api = api or training.api_client(target)
     uri = doc["spec"]["predictor"]["model"].get("storageUri", "")
     if uri.startswith("pvc://"):
         pvc, _ = isvc_mod.parse_pvc_uri(uri)
@@ -216,12 +207,12 @@ def deploy_inference_service(isvc: dict, target: Backend | None = None, *,
     k8s.apply(api, doc)
 
     def ready() -> bool:
-        obj = _get_custom(api, ("serving.kserve.io", "v1beta1", ns, "inferenceservices", name))
-        return _conditions(obj).get("Ready", {}).get("status") == "True"
+        obj = k8s.get_custom(api, ("serving.kserve.io", "v1beta1", ns, "inferenceservices", name))
+        return k8s.conditions(obj).get("Ready", {}).get("status") == "True"
 
     k8s.wait_for(ready, timeout, f"InferenceService {ns}/{name} to be Ready", interval=2.0,
                  diagnostics=lambda: _isvc_diagnostics(api, ns, name))
-    obj = _get_custom(api, ("serving.kserve.io", "v1beta1", ns, "inferenceservices", name)) or {}
+    obj = k8s.get_custom(api, ("serving.kserve.io", "v1beta1", ns, "inferenceservices", name)) or {}
     return {"name": name, "namespace": ns, "url": (obj.get("status") or {}).get("url", ""),
             "predictor_service": f"{name}-predictor"}
 
@@ -231,16 +222,16 @@ def delete_inference_service(name: str = "iris", namespace: str = MODEL_NAMESPAC
     """Delete an InferenceService (ignore-not-found). Safe to run twice."""
     ref = {"apiVersion": "serving.kserve.io/v1beta1", "kind": "InferenceService",
            "metadata": {"name": name, "namespace": namespace}}
-    return k8s.delete(api or api_client(target), ref)
+    return k8s.delete(api or training.api_client(target), ref)
 
 
 def cleanup(target: Backend | None = None, *, keep_pvc: bool = True) -> None:
     """The labs' clean-up on kind: InferenceService and training job, optionally the PVC."""
-    api = api_client(target)
+    api = training.api_client(target)
     delete_inference_service(api=api)
-    delete_training_job(api=api)
+    training.delete_training_job(api=api)
     if not keep_pvc:
-        delete_model_pvc(api=api)
+        training.delete_model_pvc(api=api)
 
 
 #: The predictor Service's port in Standard mode (the container listens on 8080 behind it).

@@ -12,7 +12,7 @@ from typing import Any
 
 from helpers import paths
 from helpers.backend.base import Backend
-from helpers.backend.kind.images import ensure_training_image
+from helpers.backend.kind import images
 from helpers.errors import BackendUnavailable, LabError, ManifestError
 from helpers.kube import client as k8s
 from helpers.kube.names import KIND_CONTEXT as CONTEXT
@@ -103,23 +103,6 @@ def _job_ref(job: dict) -> tuple[str, str, str, str, str]:
     return group, version, job["metadata"]["namespace"], "xgboostjobs", job["metadata"]["name"]
 
 
-def _get_custom(api, ref: tuple[str, str, str, str, str]) -> dict | None:
-    """Read a custom object ``(group, version, namespace, plural, name)``; None if absent."""
-    from kubernetes import client
-    from kubernetes.client.exceptions import ApiException
-
-    group, version, namespace, plural, name = ref
-    try:
-        return client.CustomObjectsApi(api).get_namespaced_custom_object(
-            group, version, namespace, plural, name)
-    except ApiException as exc:
-        if k8s.status_is(exc, 404):
-            return None
-        raise
-
-
-def _conditions(obj: dict | None) -> dict[str, dict]:
-    return {c.get("type"): c for c in ((obj or {}).get("status") or {}).get("conditions") or []}
 
 
 def delete_training_job(target: Backend | None = None, *, api=None,
@@ -131,21 +114,12 @@ def delete_training_job(target: Backend | None = None, *, api=None,
     deleted = k8s.delete(api, ref, propagation="Foreground")
     if deleted and wait:
         group, version = ref["apiVersion"].split("/")
-        k8s.wait_for(lambda: _get_custom(api, (group, version, MODEL_NAMESPACE, "xgboostjobs",
+        k8s.wait_for(lambda: k8s.get_custom(api, (group, version, MODEL_NAMESPACE, "xgboostjobs",
                                           name)) is None,
                      wait, f"XGBoostJob {MODEL_NAMESPACE}/{name} to be deleted", interval=1.0,
                      diagnostics=lambda: k8s.diagnose(api, MODEL_NAMESPACE))
     return deleted
 
-
-def _pod_log(api, namespace: str, pod: str, lines: int = 20) -> str:
-    from kubernetes import client
-    from kubernetes.client.exceptions import ApiException
-
-    try:
-        return client.CoreV1Api(api).read_namespaced_pod_log(pod, namespace, tail_lines=lines)
-    except ApiException as exc:
-        return f"(no log: {exc.reason})"
 
 
 @dataclass
@@ -205,7 +179,7 @@ def run_training_job(target: Backend | None = None, *, seed: int = 42,
         LabError: the job failed; the message holds the master's log and the diagnostics.
     """
     api = api or api_client(target)
-    image = image or ensure_training_image()
+    image = image or images.ensure_training_image()
     pvc = ensure_model_pvc(api=api)
     job = training_job_manifest(image, seed=seed, fmt=fmt, model_name=model_name,
                                 n_estimators=n_estimators)
@@ -230,14 +204,14 @@ def run_training_job(target: Backend | None = None, *, seed: int = 42,
                 "node": pod.spec.node_name or "",
                 "phase": pod.status.phase or "",
             }
-        conds = _conditions(_get_custom(api, (group, version, ns, plural, name)))
+        conds = k8s.conditions(k8s.get_custom(api, (group, version, ns, plural, name)))
         return any(conds.get(t, {}).get("status") == "True" for t in ("Succeeded", "Failed"))
 
     k8s.wait_for(observe, timeout, f"XGBoostJob {ns}/{name} to finish", interval=2.0,
                  diagnostics=lambda: k8s.diagnose(api, ns))
-    conds = _conditions(_get_custom(api, (group, version, ns, plural, name)))
+    conds = k8s.conditions(k8s.get_custom(api, (group, version, ns, plural, name)))
     master = next((p for p in run_.pods if "-master-" in p), None)
-    run_.master_log = _pod_log(api, ns, master) if master else ""
+    run_.master_log = k8s.pod_log(api, ns, master) if master else ""
     run_.succeeded = conds.get("Succeeded", {}).get("status") == "True"
     if not run_.succeeded:
         failed = conds.get("Failed", {})

@@ -45,8 +45,9 @@ class KwokBackend(Backend):
     """The local control plane: real kube-apiserver, kube-scheduler and Volcano, fake nodes."""
 
     name = "kwok"
+    order = 2
     is_cluster = True
-    lacks_because = "its nodes are fake and run no containers, so it can hold no model and serve none"
+    lacks_because = "it runs no containers: its nodes are fake"
 
     @classmethod
     def connect(cls, kubeconfig: str | None = None, context: str | None = None) -> KwokBackend:
