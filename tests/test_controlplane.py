@@ -183,8 +183,15 @@ def _run(name: str, variant: str, **kwargs):
         sc = scenario(name)
         scheduler = "volcano" if variant.startswith("volcano") else "default"
         _RUNS[key] = scheduling_run.run(sc.paths(variant), make_nodes(sc.nodes, sc.node_gpus),
-                                     scheduler=scheduler, backend="kwok", **kwargs)
+                                     scheduler=scheduler, backend=_kwok(), **kwargs)
     return _RUNS[key]
+
+
+def _kwok():
+    """The kwok backend object (the control plane the ``api`` fixture started)."""
+    from helpers import backend
+
+    return backend.resolve("kwok", announce=False)
 
 
 def test_default_scheduler_gridlocks_two_gangs(api):
@@ -387,7 +394,7 @@ def test_model_agrees_with_the_real_schedulers(api, tmp_path):
         alternative = simulate(manifests, node_list, sched, config=SimConfig(**other)) \
             if other else None
         real = cached() if cached else scheduling_run.run(manifest_paths, node_list,
-                                                       scheduler=sched, backend="kwok")
+                                                       scheduler=sched, backend=_kwok())
         problem = _compare(case, model, real, rows, alternative)
         if problem:
             problems.append(problem)

@@ -358,8 +358,8 @@ def run(manifest_paths: Sequence[str | Path] | str | Path, nodes: Sequence[NodeS
             are replaced). On kind the real nodes are used and this only fills ``nodes``.
         scheduler: ``default`` or ``volcano``; recorded in the result (the manifests already
             name their scheduler).
-        backend: A :class:`helpers.backend.Backend` or a backend name (``kwok`` or
-            ``kind``); None means the local control plane's kubeconfig.
+        backend: The cluster backend (``kwok`` or ``kind``) from
+            :func:`helpers.backend.resolve`; its ``prepare_nodes`` makes ``nodes`` real.
         kubeconfig: Overrides the backend's kubeconfig.
         seed: Recorded in the result (the real schedulers take no seed).
         work: Complete each job ``WORK_SECONDS`` x ``time_scale`` after its rendezvous;
@@ -384,15 +384,9 @@ def run(manifest_paths: Sequence[str | Path] | str | Path, nodes: Sequence[NodeS
         raise ManifestError(f"time_scale={time_scale!r} must be > 0")
     files = manifest_files(manifest_paths)
     manifests = load_manifests(files)
-    from helpers import backend as backends
-
-    if backend is None:
-        backend = backends.make("kwok", "the local control plane", kubeconfig)
-    elif isinstance(backend, str):
-        backend = backends.resolve(backend, kubeconfig=kubeconfig, announce=False)
-    if not backend.is_cluster:
-        raise BackendUnavailable(f"scheduling_run needs a cluster backend (kwok or kind), got "
-                                 f"{backend.name!r}")
+    if not getattr(backend, "is_cluster", False):
+        raise BackendUnavailable(f"scheduling_run needs a cluster backend object (kwok or kind: "
+                                 f"helpers.backend.resolve('kwok')), got {backend!r}")
     api = _connect(backend, kubeconfig)
     per_file = [k8s.load_manifests(f) for f in files]
     docs = [d for file_docs in per_file for d in file_docs]

@@ -14,17 +14,17 @@ from helpers.pipeline.steps import DEFAULT_WORK_DIR, PIPELINE_NAME, STEPS
 
 def volume(backend: str, state_dir: str) -> str:
     """Provision the model volume (a PVC on a cluster, a local folder on sim)."""
-    from helpers import pipeline  # noqa: PLW0406 - runs in kfp's executor, not in this module
+    from helpers.pipeline import steps  # runs in kfp's executor
 
-    return pipeline.step_volume(backend, state_dir)
+    return steps.step_volume(backend, state_dir)
 
 
 def train(backend: str, state_dir: str, claim: str, seed: int, model_name: str,  # noqa: PLR0917
           test_rows: dsl.Output[dsl.Dataset], metrics: dsl.Output[dsl.Metrics]) -> str:
     """Train the Iris XGBoost model and save_model() it onto the volume; return its storageUri."""
-    from helpers import pipeline  # noqa: PLW0406 - runs in kfp's executor, not in this module
+    from helpers.pipeline import steps  # runs in kfp's executor
 
-    uri, accuracy = pipeline.step_train(backend, state_dir, claim, seed=seed, model_name=model_name,
+    uri, accuracy = steps.step_train(backend, state_dir, claim, seed=seed, model_name=model_name,
                                         test_csv=test_rows.path)
     metrics.log_metric("train_accuracy", accuracy)
     return uri
@@ -32,17 +32,17 @@ def train(backend: str, state_dir: str, claim: str, seed: int, model_name: str, 
 
 def serve(backend: str, state_dir: str, storage_uri: str, model_name: str) -> str:
     """Serve the model through an InferenceService; return where it answers."""
-    from helpers import pipeline  # noqa: PLW0406 - runs in kfp's executor, not in this module
+    from helpers.pipeline import steps  # runs in kfp's executor
 
-    return pipeline.step_serve(backend, state_dir, storage_uri, model_name)
+    return steps.step_serve(backend, state_dir, storage_uri, model_name)
 
 
 def predict(backend: str, endpoint: str, model_name: str,
             test_rows: dsl.Input[dsl.Dataset], metrics: dsl.Output[dsl.Metrics]) -> float:
     """Predict the held-out rows through the served model (V2); return the accuracy."""
-    from helpers import pipeline  # noqa: PLW0406 - runs in kfp's executor, not in this module
+    from helpers.pipeline import steps  # runs in kfp's executor
 
-    accuracy, n_rows = pipeline.step_predict(backend, endpoint, model_name, test_rows.path)
+    accuracy, n_rows = steps.step_predict(backend, endpoint, model_name, test_rows.path)
     metrics.log_metric("served_accuracy", accuracy)
     metrics.log_metric("rows", n_rows)
     return accuracy
