@@ -36,8 +36,9 @@ $(STAMP): requirements.lock pyproject.toml
 run: $(STAMP)
 	@$(PY) -m helpers.runner --backend sim
 
+# Two workers (the most 2 cores give); the kwok tests share one worker and one control plane.
 test: $(STAMP) controlplane-build
-	@$(PY) -m pytest
+	@$(PY) -m pytest -n 2 --dist loadgroup
 
 bench: $(STAMP)
 	@$(PY) -m helpers.bench

@@ -24,3 +24,40 @@ def tmp_output(tmp_path: Path) -> Path:
     out = tmp_path / "results"
     out.mkdir()
     return out
+
+
+@pytest.fixture(scope="session")
+def kwok_controlplane() -> dict:
+    """One running Docker-less control plane for the whole run, shared by every kwok test.
+
+    Built first (a cached no-op once the binaries exist), started on this run's port base
+    (``KFLABS_CONTROLPLANE_PORT_BASE``), stopped at the end unless it was already running.
+    Under pytest-xdist every test marked ``kwok`` runs on one worker (the ``kwok`` group,
+    ``--dist loadgroup``), so there is still exactly one control plane per run.
+
+    Returns:
+        What :func:`helpers.backend.kwok.supervisor.up` returned (``kubeconfig``, ...).
+    """
+    import shutil
+
+    from helpers.backend.kwok import build, supervisor
+    from helpers.errors import BackendUnavailable
+
+    try:
+        build.build(log=print)
+    except BackendUnavailable as exc:
+        if shutil.which("go") is None or "Go >=" in str(exc):
+            pytest.skip(f"no usable Go, so no local control plane: {exc}")
+        pytest.fail(f"Go is installed but the control plane did not build: {exc}")
+    was_up = supervisor.is_up()
+    info = supervisor.up(nodes=0, build_first=False)
+    yield info
+    if not was_up:
+        supervisor.down(quiet=True)
+
+
+def pytest_collection_modifyitems(config, items):
+    """Keep the tests that share the control plane on one xdist worker (``--dist loadgroup``)."""
+    for item in items:
+        if item.get_closest_marker("kwok"):
+            item.add_marker(pytest.mark.xdist_group("kwok"))

@@ -18,7 +18,6 @@ from helpers.backend.kind import serving as kind_serving
 from helpers.backend.kind import training as kind_training
 from helpers.backend.kwok import build as kwok_build
 from helpers.backend.kwok import nodes as kwok_nodes
-from helpers.backend.kwok import supervisor as kwok_supervisor
 from helpers.errors import BackendUnavailable, ManifestError
 from helpers.kube import client as k8s
 from helpers.kube import names
@@ -27,8 +26,8 @@ pytestmark = [pytest.mark.kwok, pytest.mark.timeout(600)]
 
 
 @pytest.fixture(scope="module")
-def api():
-    """A running control plane with the training and serving CRDs (stopped afterwards)."""
+def api(request):
+    """The run's control plane (tests/conftest.py) with the training and serving CRDs."""
 
     if not kwok_build.binaries_present():
         pytest.skip("the local control plane is not built: `make controlplane-build` (needs Go)")
@@ -38,15 +37,12 @@ def api():
                                           versions.pin("training_operator"))
     except BackendUnavailable as exc:
         pytest.skip(f"upstream CRDs unavailable: {exc}")
-    was_up = kwok_supervisor.is_up()
-    info = kwok_supervisor.up(nodes=0, build_first=False)
+    info = request.getfixturevalue("kwok_controlplane")
     client = k8s.connect(info["kubeconfig"])
     k8s.apply_crds(client, [kserve / "config/crd/full/serving.kserve.io_inferenceservices.yaml",
                             trainer / "manifests/base/crds/kubeflow.org_xgboostjobs.yaml"])
     yield client
     k8s.delete_namespace(client, names.MODEL_NAMESPACE, timeout=60)
-    if not was_up:
-        kwok_supervisor.down(quiet=True)
 
 
 def test_model_pvc_is_created_once_and_deleted_safely_twice(api):

@@ -14,7 +14,6 @@ manifest under cluster/ against the real CRDs.
 from __future__ import annotations
 
 import random
-import shutil
 import subprocess
 from pathlib import Path
 
@@ -22,33 +21,22 @@ import pytest
 import yaml
 
 from helpers import paths, versions
+from helpers.backend import scheduling_run
 from helpers.backend.kwok import build as kwok_build
 from helpers.backend.kwok import layout as kwok_layout
 from helpers.backend.kwok import nodes as kwok_nodes
 from helpers.backend.kwok import supervisor as kwok_supervisor
 from helpers.backend.kwok import training_operator as kwok_training_operator
-from helpers.errors import BackendUnavailable
 from helpers.kube import client as k8s
-from helpers.scheduling import SimConfig, load_manifests, make_nodes, scenario, scheduling_run, simulate
+from helpers.scheduling import SimConfig, load_manifests, make_nodes, scenario, simulate
 
 pytestmark = [pytest.mark.kwok, pytest.mark.timeout(600)]
 
 
 @pytest.fixture(scope="module")
-def api():
-    """A running control plane for this module (started here, stopped afterwards)."""
-    try:
-        kwok_build.build(log=print)
-    except BackendUnavailable as exc:
-        if shutil.which("go") is None or "Go >=" in str(exc):
-            pytest.skip(f"no usable Go, so no local control plane: {exc}")
-        pytest.fail(f"Go is installed but the control plane did not build: {exc}")
-    was_up = kwok_supervisor.is_up()
-    info = kwok_supervisor.up(nodes=0, build_first=False)
-    client = k8s.connect(info["kubeconfig"])
-    yield client
-    if not was_up:
-        kwok_supervisor.down(quiet=True)
+def api(kwok_controlplane):
+    """A client of the run's control plane (tests/conftest.py starts it once per run)."""
+    return k8s.connect(kwok_controlplane["kubeconfig"])
 
 
 # --------------------------------------------------------------------------- the control plane

@@ -186,7 +186,7 @@ def _model_pod_name(pod, manifests: Manifests, vcjobs: set[str],
     return None
 
 
-def _observe(api, run: _Run, namespaces: list[str], work: bool) -> None:
+def _observe(api, run: _Run, namespaces: list[str], work: bool) -> None:  # noqa: PLR0912, PLR0915 - one pass over every pod's phase, kept together so the order of the checks reads as the lifecycle
     """Poll pods and PodGroups once; record transitions; start work where gangs are whole."""
     from kubernetes import client
 
@@ -346,7 +346,7 @@ def _cleanup(api, docs: list[dict], namespaces: list[str]) -> None:
             k8s.delete(api, doc)
 
 
-def run(manifest_paths: Sequence[str | Path] | str | Path, nodes: Sequence[NodeSpec], *,
+def run(manifest_paths: Sequence[str | Path] | str | Path, nodes: Sequence[NodeSpec], *,  # noqa: PLR0913 - keyword-only knobs with defaults
         scheduler: str, backend: Any = None, kubeconfig: str | None = None, seed: int = 0,
         work: bool = True, time_scale: float = 0.02, settle: float = 3.0,
         timeout: float = 120.0, cleanup: bool = True) -> SchedulingResult:

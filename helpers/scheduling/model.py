@@ -295,7 +295,7 @@ def _env_value(doc: _Doc, container: dict, path: str, name: str) -> str | None:
     return None
 
 
-def _pod_template(doc: _Doc, spec_path: str, *, name: str, job: str, steps_priorities: dict[str, int],
+def _pod_template(doc: _Doc, spec_path: str, *, name: str, job: str, steps_priorities: dict[str, int],  # noqa: PLR0912 - one check per pod field the model reads
                   group: str | None, scheduler_default: str | None = None) -> PodSpec:
     spec = doc.get(spec_path, kind=dict)
     containers = spec.get("containers")
@@ -380,7 +380,7 @@ def _resources_map(doc: _Doc, path: str, value: Any) -> dict[str, int]:
             for k, v in value.items()}
 
 
-def _parse_doc(doc: _Doc, step: ApplyStep, priorities: dict[str, int]) -> None:
+def _parse_doc(doc: _Doc, step: ApplyStep, priorities: dict[str, int]) -> None:  # noqa: PLR0912, PLR0915 - one branch per kind the model reads
     api = doc.get("apiVersion", kind=str)
     kind = doc.get("kind", kind=str)
     key = f"{api}/{kind}"

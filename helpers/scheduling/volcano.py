@@ -361,7 +361,7 @@ class VolcanoScheduler:
     def _overused(self, attr: _QueueAttr) -> bool:
         return all(d <= a + _EPS for d, a in zip(attr.deserved, attr.allocated, strict=True))
 
-    def _allocate(self, groups: list[PodGroupState]) -> None:
+    def _allocate(self, groups: list[PodGroupState]) -> None:  # noqa: PLR0912 - Volcano's allocate action, step by step as upstream writes it
         sim = self.sim
         jobs_by_queue: dict[str, list] = {}
         worksheets: dict[str, list[PodState]] = {}

@@ -128,7 +128,7 @@ def storage_uri_of(manifest: Mapping[str, Any]) -> str:
     return manifest["spec"]["predictor"]["model"]["storageUri"]
 
 
-def inference_service(name: str, storage_uri: str, *, namespace: str = DEFAULT_NAMESPACE,
+def inference_service(name: str, storage_uri: str, *, namespace: str = DEFAULT_NAMESPACE,  # noqa: PLR0913 - keyword-only InferenceService fields
                       model_format: str = "xgboost", runtime: str | None = "default",
                       protocol_version: str | None = "v2",
                       resources: Mapping[str, Mapping[str, str]] | None = None,

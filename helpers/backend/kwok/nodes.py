@@ -10,7 +10,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from helpers import paths, versions
-from helpers.backend.kwok.build import _go_env, go_binary
+from helpers.backend.kwok import build
 from helpers.backend.kwok.layout import FAKE_NODE_ANNOTATION, kubeconfig_path
 from helpers.errors import BackendUnavailable
 from helpers.kube import client as k8s
@@ -41,10 +41,10 @@ def module_dir(module: str, version: str) -> Path:
     Raises:
         BackendUnavailable: Go is missing, or the proxy does not serve that version.
     """
-    go = go_binary()
+    go = build.go_binary()
     proc = subprocess.run([go, "mod", "download", "-json", f"{module}@{version}"],
                           cwd=paths.build_dir() if paths.build_dir().is_dir() else paths.ROOT,
-                          capture_output=True, text=True, env=_go_env(go), check=False)
+                          capture_output=True, text=True, env=build._go_env(go), check=False)
     info = json.loads(proc.stdout) if proc.stdout.strip().startswith("{") else {}
     if proc.returncode != 0 or not info.get("Dir"):
         raise BackendUnavailable(f"could not download Go module {module}@{version}: "
@@ -52,7 +52,7 @@ def module_dir(module: str, version: str) -> Path:
     return Path(info["Dir"])
 
 
-def _install_volcano_crds(log: Callable[[str], None]) -> None:
+def install_volcano_crds(log: Callable[[str], None]) -> None:
     api = k8s.connect(str(kubeconfig_path()))
     names = k8s.apply_crds(api, volcano_crd_files())
     log(f"  Volcano CRDs established: {len(names)}")

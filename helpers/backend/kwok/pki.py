@@ -13,7 +13,7 @@ import yaml
 # --------------------------------------------------------------------------- certificates
 
 
-def _write_pki(pki: Path) -> dict[str, Path]:
+def write_pki(pki: Path) -> dict[str, Path]:
     """Create a CA, a serving certificate for 127.0.0.1 and a service-account key pair."""
     from cryptography import x509
     from cryptography.hazmat.primitives import hashes, serialization
@@ -73,7 +73,7 @@ def _write_pki(pki: Path) -> dict[str, Path]:
     return out
 
 
-def _write_kubeconfig(path: Path, server: str, ca: Path, token: str) -> None:
+def write_kubeconfig(path: Path, server: str, ca: Path, token: str) -> None:
     cfg = {
         "apiVersion": "v1", "kind": "Config", "current-context": "kflabs-kwok",
         "clusters": [{"name": "kflabs-kwok", "cluster": {

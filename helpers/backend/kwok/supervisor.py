@@ -20,7 +20,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from helpers.backend.kwok.build import BINARIES, binaries_present, build
+from helpers.backend.kwok import build as kwok_build
+from helpers.backend.kwok import nodes as kwok_nodes
+from helpers.backend.kwok import pki as kwok_pki
 from helpers.backend.kwok.layout import (
     DEFAULT_PORT_BASE,
     PORT_BASE_ENV,
@@ -31,8 +33,6 @@ from helpers.backend.kwok.layout import (
     kubeconfig_path,
     state_dir,
 )
-from helpers.backend.kwok.nodes import _install_volcano_crds, create_fake_nodes
-from helpers.backend.kwok.pki import _write_kubeconfig, _write_pki
 from helpers.errors import BackendUnavailable, LabError
 from helpers.kube import client as k8s
 
@@ -197,7 +197,7 @@ def status() -> dict[str, dict]:
 def is_up() -> bool:
     """True when every component runs and the API server answers ``/readyz``."""
     table = _load_pids()
-    if set(table) != {c for c in BINARIES} or not all(_alive(e) for e in table.values()):
+    if set(table) != {c for c in kwok_build.BINARIES} or not all(_alive(e) for e in table.values()):
         return False
     pki = state_dir() / "pki" / "ca.crt"
     tokens = state_dir() / "tokens.csv"
@@ -279,23 +279,23 @@ def up(nodes: int = 4, node_gpus: int = 2, *, build_first: bool = True,
             + ", ".join(taken) + f". Stop that program, or move every port with "
             f"{PORT_BASE_ENV}=<base> (now {p['kube-apiserver'] - PORT_OFFSETS['kube-apiserver']}).")
     if build_first:
-        build(log=log)
-    elif not binaries_present():
+        kwok_build.build(log=log)
+    elif not kwok_build.binaries_present():
         raise BackendUnavailable(f"control-plane binaries missing in {bin_dir()}: run "
                                  "`make controlplane-up` (it builds them with Go)")
     st = state_dir()
     (st / "logs").mkdir(parents=True, exist_ok=True)
-    pki = _write_pki(st / "pki")
+    pki = kwok_pki.write_pki(st / "pki")
     token = secrets.token_hex(24)
     (st / "tokens.csv").write_text(f'{token},kflabs-admin,kflabs-admin,"system:masters"\n')
     (st / "tokens.csv").chmod(0o600)
-    _write_kubeconfig(kubeconfig_path(), f"https://127.0.0.1:{p['kube-apiserver']}",
+    kwok_pki.write_kubeconfig(kubeconfig_path(), f"https://127.0.0.1:{p['kube-apiserver']}",
                       pki["ca.crt"], token)
     table: dict[str, dict] = {}
     try:
         for comp in _components(st, p, token):
             if comp.name == "kube-controller-manager":
-                _install_volcano_crds(log)  # before any controller watches Volcano's kinds
+                kwok_nodes.install_volcano_crds(log)  # before any controller watches Volcano's kinds
             logfile = st / "logs" / f"{comp.name}.log"
             with logfile.open("w") as out:
                 proc = subprocess.Popen(comp.argv, stdout=out, stderr=subprocess.STDOUT,
@@ -319,7 +319,7 @@ def up(nodes: int = 4, node_gpus: int = 2, *, build_first: bool = True,
     api = k8s.connect(str(kubeconfig_path()))
     k8s.wait_for_default_service_account(api, "default", timeout=60)
     if nodes:
-        create_fake_nodes(api, nodes, node_gpus)
+        kwok_nodes.create_fake_nodes(api, nodes, node_gpus)
     seconds = round(time.perf_counter() - start, 2)
     log(f"control plane up in {seconds} s; kubeconfig {kubeconfig_path()}")
     return {"kubeconfig": str(kubeconfig_path()), "seconds": seconds, "already_running": False,

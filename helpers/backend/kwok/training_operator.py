@@ -13,8 +13,8 @@ import subprocess
 import time
 from pathlib import Path
 
+from helpers.backend.kwok import supervisor
 from helpers.backend.kwok.layout import _tail, bin_dir, kubeconfig_path, state_dir
-from helpers.backend.kwok.supervisor import _load_pids, is_up
 from helpers.errors import BackendUnavailable
 from helpers.kube import client as k8s
 from helpers.processes import stop_group
@@ -140,9 +140,9 @@ class training_operator:  # noqa: N801 - used as a context manager, like open()
         binary = bin_dir() / "training-operator"
         if not binary.is_file():
             raise BackendUnavailable(f"{binary} is missing: run `python -m helpers.controlplane build`")
-        if not is_up():
+        if not supervisor.is_up():
             raise BackendUnavailable("the control plane is not running: `make controlplane-up`")
-        port = _load_pids()["kube-apiserver"]["port"]
+        port = supervisor._load_pids()["kube-apiserver"]["port"]
         _run_ip("netns", "delete", TRAINING_OPERATOR_NETNS)  # a leftover from a killed run
         made = _run_ip("netns", "add", TRAINING_OPERATOR_NETNS)
         if made.returncode != 0:
