@@ -1,4 +1,4 @@
-"""helpers.cluster's lab functions against a real API server: the Docker-less control plane.
+"""The kind backend's training and serving functions against a real API server: the Docker-less control plane.
 
 kind cannot start here, but the local control plane (``make controlplane-build``) serves the
 same API: the XGBoostJob and InferenceService CRDs (taken from the pinned Go modules at test

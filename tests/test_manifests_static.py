@@ -4,7 +4,7 @@
   (kubernetes-validate, strict: unknown fields are errors).
 * Volcano, KServe and Training Operator objects validate against the CRD schemas those
   projects publish, taken at test time from their Go modules at the pinned versions (the
-  module proxy, through ``helpers.controlplane.module_dir``); nothing upstream is committed.
+  module proxy, through ``helpers.backend.kwok.nodes.module_dir``); nothing upstream is committed.
   Without Go (or the proxy) these tests skip and say why.
 * The kind config is checked against the pins in ``cluster/versions.yaml``.
 """
@@ -91,7 +91,7 @@ def _strict(schema: dict) -> dict:
     """Turn a CRD's structural schema into a strict one: unknown fields are errors.
 
     The API server prunes unknown fields silently (or rejects them with strict field
-    validation, as helpers.k8s.apply asks); a typo must fail here too.
+    validation, as helpers.kube.client.apply asks); a typo must fail here too.
     """
     schema = copy.deepcopy(schema)
 

@@ -1,7 +1,7 @@
 # The kit's training image for the kind cluster: the kit's own `python -m helpers.train`
 # with the same library versions as the labs (constrained by requirements.lock), so the model
 # trained on the cluster is the one lab 03 trains, and KServe's xgbserver (xgboost 2.1.x)
-# loads it. helpers.cluster.ensure_training_image() builds it from a small staged context
+# loads it. helpers.backend.kind.images.ensure_training_image() builds it from a small staged context
 # (helpers/, data/, requirements.lock, this file), tags it with that context's content hash
 # and loads it into the kind nodes with `kind load docker-image`; pods never pull it.
 ARG PYTHON_IMAGE

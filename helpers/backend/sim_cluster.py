@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from helpers import paths
-from helpers.errors import LabError, PipelineError
+from helpers.errors import LabError, ManifestError, PipelineError
 
 #: Seconds the sim controller waits for a model server to report ready.
 SERVER_START_TIMEOUT = 90.0
@@ -87,11 +87,13 @@ class SimCluster:
 
     def resolve_uri(self, storage_uri: str) -> Path:
         """Map ``pvc://<claim>/<path>/`` to the local folder, as KServe mounts it at /mnt/models."""
-        if not storage_uri.startswith("pvc://"):
-            raise PipelineError(f"storageUri {storage_uri!r}: on sim only pvc://<claim>/<path>/ "
-                                "is understood (the claim is a local folder)")
-        claim, _, sub = storage_uri[len("pvc://"):].partition("/")
-        return self.volume_path(claim) / sub.strip("/")
+        from helpers.serving import isvc
+
+        try:
+            claim, sub = isvc.parse_pvc_uri(storage_uri)
+        except ManifestError as exc:
+            raise PipelineError(f"on sim the claim is a local folder: {exc}") from None
+        return self.volume_path(claim) / sub
 
     def apply_isvc(self, manifest: dict) -> str:
         """Record an InferenceService (like ``kubectl apply``); return its name."""

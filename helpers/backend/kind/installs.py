@@ -15,6 +15,7 @@ from helpers.errors import LabError
 from helpers.kube.kubectl import CommandFailed, diagnostics, kubectl, require_tools, retry_transient, rollout
 from helpers.kube.names import KIND_CLUSTER_NAME as CLUSTER_NAME
 from helpers.kube.names import KIND_CONTEXT as CONTEXT
+from helpers.scheduling import training_operator as operator
 
 #: Default bound of each install wait (image pulls on a laptop's first run are the slow part).
 INSTALL_TIMEOUT = 600.0
@@ -161,10 +162,6 @@ def install_kserve(timeout: float = INSTALL_TIMEOUT) -> None:
     configure_kserve_standard(timeout)
 
 
-def _gang_flag() -> str:
-    return "--gang-scheduler-name=volcano"
-
-
 def patch_training_operator() -> bool:
     """Add ``--gang-scheduler-name=volcano`` to the Training Operator's Deployment.
 
@@ -175,23 +172,23 @@ def patch_training_operator() -> bool:
     Returns:
         True when the Deployment was changed.
     """
-    dep = json.loads(kubectl("get", "deployment", "training-operator", "-n", "kubeflow",
+    dep = json.loads(kubectl("get", "deployment", operator.DEPLOYMENT, "-n", operator.NAMESPACE,
                              "-o", "json").stdout)
     command = dep["spec"]["template"]["spec"]["containers"][0].get("command") or []
-    if _gang_flag() in command:
+    if operator.FLAG in command:
         return False
-    found = [i for i, arg in enumerate(command) if arg.startswith("--gang-scheduler-name")]
+    name = operator.FLAG.partition("=")[0]
+    found = [i for i, arg in enumerate(command) if arg.startswith(name)]
     if found:
-        op = {"op": "replace", "path": f"/spec/template/spec/containers/0/command/{found[0]}",
-              "value": _gang_flag()}
+        patch = [{"op": "replace", "path": f"/spec/template/spec/containers/0/command/{found[0]}",
+                  "value": operator.FLAG}]
     elif command:
-        op = {"op": "add", "path": "/spec/template/spec/containers/0/command/1",
-              "value": _gang_flag()}
+        patch = operator.gang_scheduler_patch()
     else:
         raise LabError("the training-operator Deployment has no container command to extend: "
                        "its manifest changed upstream; check the training_operator pin")
-    kubectl("patch", "deployment", "training-operator", "-n", "kubeflow", "--type=json",
-            "-p", json.dumps([op]))
+    kubectl("patch", "deployment", operator.DEPLOYMENT, "-n", operator.NAMESPACE, "--type=json",
+            "-p", json.dumps(patch))
     return True
 
 
@@ -199,13 +196,13 @@ def install_training_operator(timeout: float = INSTALL_TIMEOUT) -> None:
     """Install the Training Operator standalone, patched to gang-schedule with Volcano."""
     print(f"installing the Training Operator {versions.pin('training_operator')} "
           "(gang scheduler: volcano)")
-    existing = kubectl("get", "deployment", "training-operator", "-n", "kubeflow", "-o", "json",
+    existing = kubectl("get", "deployment", operator.DEPLOYMENT, "-n", operator.NAMESPACE, "-o", "json",
                        check=False, timeout=60)
     command: list[str] = []
     if existing.returncode == 0:
         command = json.loads(existing.stdout)["spec"]["template"]["spec"]["containers"][0].get(
             "command") or []
-    if _gang_flag() in command:
+    if operator.FLAG in command:
         # Re-applying would take the patched command back (server-side apply owns the field)
         # and roll the operator twice; it is installed and patched already.
         print("  already installed and patched")

@@ -18,6 +18,7 @@ from helpers.backend.kwok.layout import _tail, bin_dir, kubeconfig_path, state_d
 from helpers.errors import BackendUnavailable
 from helpers.kube import client as k8s
 from helpers.processes import stop_group
+from helpers.scheduling.training_operator import FLAG as GANG_FLAG
 
 # --------------------------------------------------------------------------- Training Operator
 
@@ -166,7 +167,7 @@ class training_operator:  # noqa: N801 - used as a context manager, like open()
                 self.proc = subprocess.Popen(
                     [shutil.which("ip") or "ip", "netns", "exec", TRAINING_OPERATOR_NETNS,
                      str(binary), f"--kubeconfig={kubeconfig_path()}",
-                     "--gang-scheduler-name=volcano", "--enable-scheme=xgboostjob",
+                     GANG_FLAG, "--enable-scheme=xgboostjob",
                      "--leader-elect=false", "--metrics-bind-address=0",
                      "--health-probe-bind-address=127.0.0.1:18081"],
                     stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
