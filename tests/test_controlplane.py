@@ -124,7 +124,7 @@ def test_phase_watch_sees_every_phase_a_poll_would_miss(api, tmp_path):
     """Three status changes in a row, faster than any poll: the watch records all three."""
     from kubernetes import client
 
-    from helpers.backend.phase_watch import PhaseWatch
+    from helpers.kube.phase_watch import PhaseWatch
 
     crd = {"apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
            "metadata": {"name": "phasetests.kflabs.example.com"},

@@ -235,7 +235,7 @@ def test_a_run_is_not_quiet_while_work_is_due():
 
 def _trail_run(sightings, watched_at):
     """Feed PhaseTrail the poll's sightings with the watch's sequence at each one."""
-    from helpers.backend.phase_watch import PhaseTrail
+    from helpers.kube.phase_watch import PhaseTrail
 
     trail, recorded = PhaseTrail(), []
     for current, watched in zip(sightings, watched_at, strict=True):
@@ -274,7 +274,7 @@ def test_phase_trail_without_a_watch_is_the_plain_poll():
 
 
 def test_phase_readers_default_like_the_controllers():
-    from helpers.backend.phase_watch import podgroup_phase, vcjob_phase
+    from helpers.kube.phase_watch import podgroup_phase, vcjob_phase
 
     assert podgroup_phase({"metadata": {}}) == "Pending"  # no status yet: Pending
     assert podgroup_phase({"status": {"phase": "Inqueue"}}) == "Inqueue"

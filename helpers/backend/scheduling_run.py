@@ -22,7 +22,7 @@ How the run maps the lesson onto a real cluster:
   completes) as a ``podgroup`` event ``deleted`` and its ``deleted_at``.
 * Pods, PodGroups and Volcano Jobs are polled a few times a second, and every time is the
   poll's clock, so what is seen in one poll is causally ordered. A PodGroup can be
-  ``Pending`` for less than a poll, so two watches (:mod:`helpers.scheduling.phase_watch`)
+  ``Pending`` for less than a poll, so two watches (:mod:`helpers.kube.phase_watch`)
   record every PodGroup and Volcano Job phase too; a phase the poll missed is recorded
   when the poll sees the next one.
 * Nothing runs inside the pods on fake nodes, so the run plays the workers' part: once
@@ -42,10 +42,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from helpers.backend.phase_watch import PhaseTrail, PhaseWatch, podgroup_phase, vcjob_phase
 from helpers.errors import BackendUnavailable, ManifestError
 from helpers.kube import client as k8s
 from helpers.kube.names import kwok_kubeconfig
+from helpers.kube.phase_watch import PhaseTrail, PhaseWatch, podgroup_phase, vcjob_phase
 from helpers.scheduling.model import (
     CPU,
     DEFAULT_SCHEDULER,
@@ -106,7 +106,7 @@ class _Run:
 
     def phases_to_record(self, kind: str, obj: dict, current: str) -> list[str]:
         """What to record now for ``obj`` seen by the poll in phase ``current`` (see
-        :class:`helpers.scheduling.phase_watch.PhaseTrail`)."""
+        :class:`helpers.kube.phase_watch.PhaseTrail`)."""
         uid = obj["metadata"]["uid"]
         trail = self.trails.setdefault((kind, uid), PhaseTrail())
         watch = self.watches.get(kind)
@@ -188,9 +188,8 @@ def _model_pod_name(pod, manifests: Manifests, vcjobs: set[str],
 
 def _observe(api, run: _Run, namespaces: list[str], work: bool) -> None:  # noqa: PLR0912, PLR0915 - one pass over every pod's phase, kept together so the order of the checks reads as the lifecycle
     """Poll pods and PodGroups once; record transitions; start work where gangs are whole."""
-    from kubernetes import client
 
-    core = client.CoreV1Api(api)
+    core = k8s.core(api)
     vcjobs = {j.name for j in run.manifests.jobs if j.kind == "VolcanoJob"}
     deployments = getattr(run, "_deploy_slots", None)
     if deployments is None:
@@ -272,9 +271,8 @@ def _observe(api, run: _Run, namespaces: list[str], work: bool) -> None:  # noqa
 
 
 def _vcjobs(api, namespace: str) -> list[dict]:
-    from kubernetes import client
 
-    out = client.CustomObjectsApi(api).list_namespaced_custom_object(
+    out = k8s.custom(api).list_namespaced_custom_object(
         "batch.volcano.sh", "v1alpha1", namespace, "jobs")
     return out.get("items", [])
 
@@ -296,12 +294,11 @@ def _podgroup_key(pg: dict, vcjobs: set[str]) -> str:
 
 
 def _annotate(core, pod, delay: str) -> None:
-    from kubernetes.client.exceptions import ApiException
 
     body = {"metadata": {"annotations": {RUN_FOR: delay}}}
     try:
         core.patch_namespaced_pod(pod.metadata.name, pod.metadata.namespace, body)
-    except ApiException as exc:
+    except k8s.ApiException as exc:
         if exc.status != 404:  # a pod deleted meanwhile needs no work
             raise
 
@@ -323,9 +320,8 @@ def _quiet(run: _Run, settle: float) -> bool:
 
 def _wait_placed(api, namespace: str, name: str, timeout: float = 30) -> None:
     """Wait until the scheduler has bound pod ``name`` or marked it unschedulable."""
-    from kubernetes import client
 
-    core = client.CoreV1Api(api)
+    core = k8s.core(api)
 
     def decided() -> bool:
         pod = core.read_namespaced_pod(name, namespace)
@@ -565,10 +561,9 @@ def _scheduler_events(api, namespace: str) -> list[tuple[str, str, str]]:
     too. A pod's Scheduled message is written as the model writes it,
     ``<scheduler>: bound to <node>`` (the scheduler is the event's reporting component).
     """
-    from kubernetes import client
 
     out = []
-    for e in client.CoreV1Api(api).list_namespaced_event(namespace).items:
+    for e in k8s.core(api).list_namespaced_event(namespace).items:
         if e.reason not in ("FailedScheduling", "Unschedulable", "Scheduled"):
             continue
         kind = e.involved_object.kind.lower()
@@ -629,15 +624,13 @@ def throughput_comparison(nodes: int = 1000, gpus_per_node: int = 8, gangs: int 
     """
     import tempfile
 
-    from kubernetes import client
-
     from helpers.backend.kwok import nodes as kwok_nodes
     from helpers.backend.kwok import supervisor
     from helpers.scheduling.model import make_nodes
     from helpers.scheduling.simulate import simulate
 
     api = _connect(None, None)
-    core = client.CoreV1Api(api)
+    core = k8s.core(api)
     node_specs = make_nodes(nodes, gpus_per_node, cpu="64", memory="512Gi", prefix="bench")
     kwok_nodes.delete_fake_nodes(api)
     start = time.perf_counter()

@@ -28,6 +28,29 @@ from helpers.kube.names import FIELD_MANAGER
 PODGROUP = ("scheduling.volcano.sh", "v1beta1", "podgroups")
 
 
+def core(api):
+    """The CoreV1 API (pods, nodes, events, PVCs, secrets) on ``api``."""
+    from kubernetes import client
+
+    return client.CoreV1Api(api)
+
+
+def custom(api):
+    """The custom-objects API (PodGroups, Volcano Jobs, XGBoostJobs, InferenceServices)."""
+    from kubernetes import client
+
+    return client.CustomObjectsApi(api)
+
+
+def __getattr__(name: str):
+    """``ApiException``, imported when first asked for (the client is heavy to import)."""
+    if name == "ApiException":
+        from kubernetes.client.exceptions import ApiException
+
+        return ApiException
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 def status_is(exc: BaseException, *codes: int) -> bool:
     """True when ``exc`` is an API error whose HTTP status is one of ``codes`` (e.g. 404, 409)."""
     return getattr(exc, "status", None) in codes

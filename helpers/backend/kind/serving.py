@@ -87,12 +87,10 @@ def extract_on_loader(payload: str, name: str, timeout: float = 120.0) -> list[s
 
 def _loader_phase(api) -> str | None:
     """The loader pod's phase, or None when there is no such pod."""
-    from kubernetes import client
-    from kubernetes.client.exceptions import ApiException
 
     try:
-        pod = client.CoreV1Api(api).read_namespaced_pod(LOADER_POD, MODEL_NAMESPACE)
-    except ApiException as exc:
+        pod = k8s.core(api).read_namespaced_pod(LOADER_POD, MODEL_NAMESPACE)
+    except k8s.ApiException as exc:
         if k8s.status_is(exc, 404):
             return None
         raise
@@ -141,12 +139,10 @@ def upload_model(local_dir: str | Path, *, name: str | None = None,
 
 
 def _pvc_exists(api, namespace: str, name: str) -> bool:
-    from kubernetes import client
-    from kubernetes.client.exceptions import ApiException
 
     try:
-        client.CoreV1Api(api).read_namespaced_persistent_volume_claim(name, namespace)
-    except ApiException as exc:
+        k8s.core(api).read_namespaced_persistent_volume_claim(name, namespace)
+    except k8s.ApiException as exc:
         if k8s.status_is(exc, 404):
             return False
         raise

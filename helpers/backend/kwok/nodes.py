@@ -110,13 +110,11 @@ def add_fake_node(api, node: dict) -> None:
     The capacity is written twice on purpose: a create keeps it today, but status belongs to
     the status subresource, which is where kind nodes get their GPUs patched too.
     """
-    from kubernetes import client
-    from kubernetes.client.exceptions import ApiException
 
-    core = client.CoreV1Api(api)
+    core = k8s.core(api)
     try:
         core.create_node(node)
-    except ApiException as exc:
+    except k8s.ApiException as exc:
         if not k8s.status_is(exc, 409):
             raise
     core.patch_node_status(node["metadata"]["name"], {"status": node["status"]})
@@ -124,9 +122,8 @@ def add_fake_node(api, node: dict) -> None:
 
 def delete_fake_nodes(api) -> None:
     """Delete every Node carrying kwok's annotation (others are left alone)."""
-    from kubernetes import client
 
-    core = client.CoreV1Api(api)
+    core = k8s.core(api)
     key, value = FAKE_NODE_ANNOTATION
     for node in core.list_node().items:
         if (node.metadata.annotations or {}).get(key) == value:

@@ -228,13 +228,11 @@ def _mount_operator_certs(api) -> None:
     In a cluster the Secret is mounted at the operator's fixed certificate folder; its cert
     rotator fills the Secret and then waits (forever) for the files to appear there.
     """
-    from kubernetes import client
-    from kubernetes.client.exceptions import ApiException
 
     try:
-        secret = client.CoreV1Api(api).read_namespaced_secret(
+        secret = k8s.core(api).read_namespaced_secret(
             "training-operator-webhook-cert", "kubeflow")
-    except ApiException as exc:
+    except k8s.ApiException as exc:
         if k8s.status_is(exc, 404):
             return
         raise
