@@ -210,7 +210,7 @@ def test_the_checker_catches_each_kind_of_violation(tmp_path):
         "d.py": "from helpers import c\n",
     })
     problems = "\n".join(violations(graph))
-    assert "helpers.kube.client:" not in problems, "kube/ is where the client belongs"
+    assert not any(p.startswith("helpers.kube.client:") for p in problems.splitlines()), "kube/ may"
     assert "helpers.serving.bad:2 imports kubernetes: only helpers.kube uses the kubernetes" in problems
     assert "helpers.backend.kind:1 imports kubernetes.client.exceptions: only helpers.kube" in problems
     assert "helpers.serving.bad:3 imports helpers.kube.client: a pure model package talks" in problems
