@@ -166,7 +166,7 @@ def _isvc_diagnostics(api, namespace: str, name: str) -> str:
 
 
 def deploy_inference_service(isvc: dict, target: Backend | None = None, *,
-                             timeout: float = 300.0, api=None) -> dict[str, str]:
+                             timeout: float = ISVC_READY_TIMEOUT, api=None) -> dict[str, str]:
     """Apply an InferenceService (from :mod:`helpers.serving.isvc`) and wait until it is Ready.
 
     Checks first what newcomers trip on: the manifest is validated, it gets Standard mode if
