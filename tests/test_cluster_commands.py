@@ -27,9 +27,9 @@ from helpers.backend.kind import serving as kind_serving
 from helpers.backend.kind import training as kind_training
 from helpers.errors import BackendUnavailable, LabError
 from helpers.kube import kubectl as kubectl_run
-from helpers.kube import names
+from helpers.kube import names as kube_names
 
-CTX = ["--context", names.KIND_CONTEXT]
+CTX = ["--context", kube_names.KIND_CONTEXT]
 
 FAKE = textwrap.dedent("""\
     #!{python}
@@ -125,7 +125,7 @@ def nodes_json(gpus: dict[str, int] | None = None) -> str:
     for name in ("kflabs-worker", "kflabs-worker2", "kflabs-worker3"):
         alloc = {"cpu": "8"}
         if name in gpus:
-            alloc[names.GPU_RESOURCE] = str(gpus[name])
+            alloc[kube_names.GPU_RESOURCE] = str(gpus[name])
         items.append({"metadata": {"name": name, "labels": {kind_lifecycle.FAKE_GPU_LABEL: "true"}},
                       "status": {"allocatable": alloc}})
     return json.dumps({"items": items})
@@ -537,7 +537,7 @@ def test_extract_on_loader_streams_the_payload_through_kubectl_exec(fakes):
     assert files == ["/mnt/models/iris", "/mnt/models/iris/model.json"]
     (call,) = fakes.calls("kubectl")
     argv = call["argv"]
-    assert argv[:8] == [*CTX, "exec", "-i", "-n", names.MODEL_NAMESPACE, kind_serving.LOADER_POD,
+    assert argv[:8] == [*CTX, "exec", "-i", "-n", kube_names.MODEL_NAMESPACE, kind_serving.LOADER_POD,
                         "--"]
     assert argv[8:10] == ["python", "-c"] and argv[-1] == "iris"
     assert "filter='data'" in argv[10]

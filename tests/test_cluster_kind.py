@@ -26,7 +26,7 @@ from helpers.backend.kind import serving as kind_serving
 from helpers.backend.kind import training as kind_training
 from helpers.kube import client as k8s
 from helpers.kube import kubectl as kubectl_run
-from helpers.kube import names
+from helpers.kube import names as kube_names
 
 pytestmark = [pytest.mark.cluster, pytest.mark.timeout(1800)]
 
@@ -38,9 +38,9 @@ def target() -> backend.Backend:
     if missing:
         pytest.skip(f"no kind cluster here: {', '.join(missing)} not installed "
                     "(run `make cluster-up` on a machine with Docker)")
-    problem = backend.probe(backend.default_kubeconfig(), names.KIND_CONTEXT)
+    problem = backend.probe(backend.default_kubeconfig(), kube_names.KIND_CONTEXT)
     if problem:
-        pytest.skip(f"kind cluster {names.KIND_CLUSTER_NAME!r} not reachable ({problem}): "
+        pytest.skip(f"kind cluster {kube_names.KIND_CLUSTER_NAME!r} not reachable ({problem}): "
                     "run `make cluster-up`")
     return backend.resolve("kind", announce=False)
 
@@ -54,7 +54,7 @@ def test_nodes_run_the_pinned_kubernetes_with_fake_gpus(target):
     assert len(nodes) == 4
     wanted = versions.pin("kind_node_image").split(":v")[1].split("@")[0]
     assert {n["status"]["nodeInfo"]["kubeletVersion"] for n in nodes} == {f"v{wanted}"}
-    gpus = [int(n["status"]["allocatable"].get(names.GPU_RESOURCE, "0")) for n in nodes]
+    gpus = [int(n["status"]["allocatable"].get(kube_names.GPU_RESOURCE, "0")) for n in nodes]
     assert sum(gpus) == kind_lifecycle.TOTAL_FAKE_GPUS
 
 
@@ -114,7 +114,7 @@ def test_a_model_trained_in_the_notebook_is_copied_onto_the_pvc(target, tmp_path
     result = training.train(seed=42)
     saved = training.save_model(result.model, tmp_path, name="iris-local", fmt="json")
     uri = kind_serving.upload_model(saved.parent, target=target)
-    assert uri == f"pvc://{names.MODEL_PVC}/iris-local/"
+    assert uri == f"pvc://{kube_names.MODEL_PVC}/iris-local/"
     api = kind_training.api_client(target)
     # The loader pod is gone afterwards: only the model stays on the volume.
     k8s.wait_for(lambda: kind_serving._loader_phase(api) is None, 60, "the loader pod to be deleted")

@@ -20,7 +20,7 @@ from helpers.backend.kwok import build as kwok_build
 from helpers.backend.kwok import nodes as kwok_nodes
 from helpers.errors import BackendUnavailable, ManifestError
 from helpers.kube import client as k8s
-from helpers.kube import names
+from helpers.kube import names as kube_names
 
 pytestmark = [pytest.mark.kwok, pytest.mark.timeout(600)]
 
@@ -42,19 +42,19 @@ def api(request):
     k8s.apply_crds(client, [kserve / "config/crd/full/serving.kserve.io_inferenceservices.yaml",
                             trainer / "manifests/base/crds/kubeflow.org_xgboostjobs.yaml"])
     yield client
-    k8s.delete_namespace(client, names.MODEL_NAMESPACE, timeout=60)
+    k8s.delete_namespace(client, kube_names.MODEL_NAMESPACE, timeout=60)
 
 
 def test_model_pvc_is_created_once_and_deleted_safely_twice(api):
     from kubernetes import client
 
-    assert kind_training.ensure_model_pvc(api=api) == names.MODEL_PVC
-    assert kind_training.ensure_model_pvc(api=api) == names.MODEL_PVC  # idempotent
+    assert kind_training.ensure_model_pvc(api=api) == kube_names.MODEL_PVC
+    assert kind_training.ensure_model_pvc(api=api) == kube_names.MODEL_PVC  # idempotent
     core = client.CoreV1Api(api)
-    pvc = core.read_namespaced_persistent_volume_claim(names.MODEL_PVC, names.MODEL_NAMESPACE)
+    pvc = core.read_namespaced_persistent_volume_claim(kube_names.MODEL_PVC, kube_names.MODEL_NAMESPACE)
     assert pvc.spec.access_modes == ["ReadWriteOnce"]
     assert kind_training.delete_model_pvc(api=api) is True
-    k8s.wait_for(lambda: not kind_serving._pvc_exists(api, names.MODEL_NAMESPACE, names.MODEL_PVC),
+    k8s.wait_for(lambda: not kind_serving._pvc_exists(api, kube_names.MODEL_NAMESPACE, kube_names.MODEL_PVC),
                  30, "the model PVC to be deleted")
     assert kind_training.delete_model_pvc(api=api) is False
 
@@ -70,8 +70,8 @@ def test_training_wait_gives_up_with_diagnostics_when_no_operator_runs(api):
     with pytest.raises(k8s.WaitTimeout) as err:
         kind_training.run_training_job(api=api, image="kflabs-train:test", timeout=3)
     msg = str(err.value)
-    assert f"XGBoostJob {names.MODEL_NAMESPACE}/{kind_training.TRAINING_JOB} to finish" in msg
-    assert f"state of namespace {names.MODEL_NAMESPACE}" in msg
+    assert f"XGBoostJob {kube_names.MODEL_NAMESPACE}/{kind_training.TRAINING_JOB} to finish" in msg
+    assert f"state of namespace {kube_names.MODEL_NAMESPACE}" in msg
     assert kind_training.delete_training_job(api=api) is True
     assert kind_training.delete_training_job(api=api) is False
 
@@ -92,9 +92,9 @@ def test_inference_service_wait_gives_up_with_its_conditions(api):
     with pytest.raises(k8s.WaitTimeout) as err:
         kind_serving.deploy_inference_service(isvc.default_manifest(), api=api, timeout=2)
     msg = str(err.value)
-    assert f"InferenceService {names.MODEL_NAMESPACE}/iris to be Ready" in msg
-    assert f"InferenceService {names.MODEL_NAMESPACE}/iris conditions" in msg
-    stored = k8s.get_custom(api, ("serving.kserve.io", "v1beta1", names.MODEL_NAMESPACE,
+    assert f"InferenceService {kube_names.MODEL_NAMESPACE}/iris to be Ready" in msg
+    assert f"InferenceService {kube_names.MODEL_NAMESPACE}/iris conditions" in msg
+    stored = k8s.get_custom(api, ("serving.kserve.io", "v1beta1", kube_names.MODEL_NAMESPACE,
                                        "inferenceservices", "iris"))
     assert stored["metadata"]["annotations"]["serving.kserve.io/deploymentMode"] == "Standard"
     assert stored["spec"]["predictor"]["model"]["storageUri"] == "pvc://model-store/iris/"

@@ -28,6 +28,7 @@ from helpers.backend.kwok import nodes as kwok_nodes
 from helpers.backend.kwok import supervisor as kwok_supervisor
 from helpers.backend.kwok import training_operator as kwok_training_operator
 from helpers.kube import client as k8s
+from helpers.kube import names as kube_names
 from helpers.scheduling import SimConfig, load_manifests, make_nodes, scenario, simulate
 
 pytestmark = [pytest.mark.kwok, pytest.mark.timeout(600)]
@@ -90,7 +91,7 @@ def test_fake_nodes_carry_gpus_and_become_ready(api):
     try:
         for name in names:
             node = client.CoreV1Api(api).read_node(name)
-            assert node.status.allocatable[names.GPU_RESOURCE] == "3"
+            assert node.status.allocatable[kube_names.GPU_RESOURCE] == "3"
             ready = {c.type: c.status for c in node.status.conditions}["Ready"]
             assert ready == "True"
     finally:

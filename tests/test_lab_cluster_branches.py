@@ -18,7 +18,7 @@ import pytest
 from helpers import backend
 from helpers.backend.kind import serving as kind_serving
 from helpers.errors import BackendUnavailable, LabError, ManifestError, ModelStoreError
-from helpers.kube import names
+from helpers.kube import names as kube_names
 from helpers.serving import deploy, isvc
 
 SIM = backend.make("sim", "test")
@@ -49,7 +49,7 @@ def calls(monkeypatch) -> list[tuple]:
 
     def upload_model(folder, *, name=None, target=None):
         log.append(("upload", Path(folder), name, target))
-        return f"pvc://{names.MODEL_PVC}/{name}/"
+        return f"pvc://{kube_names.MODEL_PVC}/{name}/"
 
     def deploy_inference_service(doc, target, *, timeout):
         log.append(("deploy", doc["metadata"]["name"], target, timeout))
@@ -301,7 +301,7 @@ class FakeKind:
         self.log.append(("upload", name))
         shutil.rmtree(self.pvc / name, ignore_errors=True)
         shutil.copytree(folder, self.pvc / name)
-        return f"pvc://{names.MODEL_PVC}/{name}/"
+        return f"pvc://{kube_names.MODEL_PVC}/{name}/"
 
     def deploy_inference_service(self, doc, target, *, timeout):
         from helpers.serving.local import LocalServer

@@ -29,7 +29,7 @@ from helpers.backend.kind import serving as kind_serving
 from helpers.backend.kind import training as kind_training
 from helpers.backend.kwok import nodes as kwok_nodes
 from helpers.errors import BackendUnavailable
-from helpers.kube import names
+from helpers.kube import names as kube_names
 
 KIND_CONFIG = paths.cluster_dir() / "kind" / "kind-config.yaml"
 #: Tool configuration, not API objects (kind's config, kwok's stages, scheduler config).
@@ -177,11 +177,11 @@ def test_training_namespace_and_pvc_match_the_serving_builder():
     from helpers.serving import isvc
 
     pvc = kind_training.model_pvc_manifest()
-    assert pvc["metadata"]["namespace"] == isvc.DEFAULT_NAMESPACE == names.MODEL_NAMESPACE
+    assert pvc["metadata"]["namespace"] == isvc.DEFAULT_NAMESPACE == kube_names.MODEL_NAMESPACE
     uri = isvc.default_manifest()["spec"]["predictor"]["model"]["storageUri"]
     assert uri.startswith(f"pvc://{pvc['metadata']['name']}/"), uri
     job = kind_training.training_job_manifest("img:1")
-    assert job["metadata"]["namespace"] == names.MODEL_NAMESPACE
+    assert job["metadata"]["namespace"] == kube_names.MODEL_NAMESPACE
 
 
 def test_training_job_is_gang_scheduled_through_the_operator_not_the_manifest():
@@ -202,7 +202,7 @@ def test_training_job_is_gang_scheduled_through_the_operator_not_the_manifest():
         assert container["args"][:4] == ["--output-dir", "/mnt/models", "--seed", "3"]
     master_volumes = specs["Master"]["template"]["spec"]["volumes"]
     assert master_volumes == [{"name": "model-store",
-                               "persistentVolumeClaim": {"claimName": names.MODEL_PVC}}]
+                               "persistentVolumeClaim": {"claimName": kube_names.MODEL_PVC}}]
     assert "emptyDir" in specs["Worker"]["template"]["spec"]["volumes"][0]
 
 

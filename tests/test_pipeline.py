@@ -54,7 +54,7 @@ def test_compiled_components_run_helpers_and_install_kfp_for_a_cluster(compiled:
         program = "\n".join(executor["container"]["command"])
         assert "kfp.dsl.executor_main" in program, name
         assert "pip install" in program, "a KFP pod installs the SDK it runs with"
-        assert "from helpers import pipeline" in program, name
+        assert "from helpers.pipeline import steps" in program, name
     train_outputs = doc["components"]["comp-train"]["outputDefinitions"]["artifacts"]
     assert train_outputs["test_rows"]["artifactType"]["schemaTitle"] == "system.Dataset"
     assert train_outputs["metrics"]["artifactType"]["schemaTitle"] == "system.Metrics"
