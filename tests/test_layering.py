@@ -24,8 +24,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-#: About 700 lines: a module a reader can hold in their head (the scheduling model's types and
-#: manifest parser, helpers/scheduling/model.py, is the longest at about 740).
+#: About 700 lines: a module a reader can hold in their head.
 MAX_LINES = 750
 PURE = ("helpers.scheduling", "helpers.serving")
 #: What the pure packages may take from the kubernetes client: API model types and quantities.

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import math
 import re
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +34,7 @@ import yaml
 
 from helpers.errors import ManifestError
 from helpers.kube.names import DNS1123_SUBDOMAIN, GPU_RESOURCE
+from helpers.scheduling.results import JobResult, PodGroupResult, SchedulingResult  # noqa: F401 - re-exported
 
 #: Resource names of the model. ``pods`` is the node's pod-count limit, not a request.
 CPU = "cpu"
@@ -618,122 +619,3 @@ def _display(path: Path) -> str:
         return str(path.resolve().relative_to(kit_paths.ROOT))
     except ValueError:
         return str(path)
-
-
-# --------------------------------------------------------------------------- results
-
-
-@dataclass
-class JobResult:
-    """Per-job outcome: pod counts and the final state.
-
-    ``state`` is one of ``completed`` (every pod succeeded), ``running`` (some pods work;
-    includes never-ending services), ``waiting`` (pods hold resources but wait for peers,
-    and a future event may still help), ``gridlocked`` (pods hold resources and nothing can
-    ever give them their peers), ``pending`` (no pod placed).
-    """
-
-    name: str
-    kind: str
-    pods: int
-    min_member: int
-    bound: int
-    pending: int
-    completed: int
-    state: str
-    scheduler: str
-    queue: str | None = None
-    started_at: float | None = None
-    finished_at: float | None = None
-
-
-@dataclass
-class PodGroupResult:
-    """A PodGroup's last phase and every phase it went through, as ``[time, phase]``.
-
-    ``deleted_at`` is set when the PodGroup was deleted during the run: vc-controller-manager
-    deletes a Volcano Job's PodGroup when the job completes, so such a PodGroup's last phase
-    is ``Running``, never ``Completed`` (a PodGroup created by hand is not deleted and goes
-    on to ``Completed``).
-    """
-
-    name: str
-    phase: str
-    min_member: int
-    queue: str
-    history: list[list[Any]]
-    deleted_at: float | None = None
-
-
-@dataclass
-class SchedulingResult:
-    """The outcome of one run; identical in shape for ``sim``, ``kind`` and ``kwok``."""
-
-    backend: str
-    scheduler: str
-    gridlocked: bool
-    jobs: dict[str, JobResult]
-    podgroups: dict[str, PodGroupResult]
-    metrics: dict[str, Any]
-    pods: dict[str, dict[str, Any]]
-    nodes: dict[str, dict[str, Any]]
-    events: list[dict[str, Any]]
-    warnings: list[str] = field(default_factory=list)
-    seed: int = 0
-
-    def to_dict(self) -> dict[str, Any]:
-        """Plain-JSON form (the documented result shape)."""
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> SchedulingResult:
-        """Rebuild a result from :meth:`to_dict` output (e.g. a results JSON)."""
-        data = dict(data)
-        data["jobs"] = {k: JobResult(**v) for k, v in data["jobs"].items()}
-        data["podgroups"] = {k: PodGroupResult(**v) for k, v in data["podgroups"].items()}
-        return cls(**data)
-
-    def vcjob_phases(self, job: str) -> list[str]:
-        """The phases Volcano Job ``job`` went through, in order (from ``vcjob`` events).
-
-        On a cluster they are the phases the run saw; a phase that lasts less than one poll
-        (often ``Completing``) may be missing there.
-        """
-        return [e["message"].removeprefix("phase ") for e in self.events
-                if e["type"] == "vcjob" and e["object"] == f"vcjob/{job}"]
-
-    def bound_by_queue(self, t: float) -> dict[str, int]:
-        """Pods holding a node at time ``t``, counted per Volcano queue of their job."""
-        out: dict[str, int] = {}
-        for pod in self.pods.values():
-            start, stop = pod["bound_at"], pod["finished_at"]
-            if start is None or start > t or (stop is not None and stop <= t):
-                continue
-            queue = self.jobs[pod["job"]].queue if pod["job"] in self.jobs else None
-            if queue is not None:
-                out[queue] = out.get(queue, 0) + 1
-        return out
-
-    def summary(self) -> str:
-        """A readable multi-line summary (what the CLI prints)."""
-        m = self.metrics
-        lines = [f"scheduler={self.scheduler} backend={self.backend} gridlocked={self.gridlocked} "
-                 f"jobs_completed={m['jobs_completed']}/{m['jobs_total']} "
-                 f"makespan={_fmt(m['makespan'])} s waste={m['waste_gpu_seconds']:.0f} GPU-s "
-                 f"end={m['end_time']:.0f} s"]
-        lines.append(f"{'job':24} {'kind':10} {'pods':>4} {'min':>4} {'bound':>5} {'pend':>4} "
-                     f"{'done':>4}  state")
-        for j in self.jobs.values():
-            lines.append(f"{j.name:24} {j.kind:10} {j.pods:4d} {j.min_member:4d} {j.bound:5d} "
-                         f"{j.pending:4d} {j.completed:4d}  {j.state}")
-        for g in self.podgroups.values():
-            phases = " -> ".join(p for _, p in g.history)
-            if g.deleted_at is not None:
-                phases += " -> (deleted with its Volcano Job)"
-            lines.append(f"podgroup {g.name} (queue {g.queue}, minMember {g.min_member}): {phases}")
-        lines.extend(f"warning: {w}" for w in self.warnings)
-        return "\n".join(lines)
-
-
-def _fmt(value: float | None) -> str:
-    return "-" if value is None else f"{value:.0f}"
