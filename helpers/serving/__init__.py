@@ -10,8 +10,13 @@ Modules (import the one you need; only ``models`` and ``server`` import ``kserve
 - ``python -m helpers.serving`` - the server process.
 - :mod:`helpers.serving.local` - the notebook-side handle: start, wait ready, logs, stop.
 - :mod:`helpers.serving.client` - :class:`~helpers.serving.client.Endpoint`, V1 and V2 on requests.
-- :mod:`helpers.serving.deploy` - "submit" an InferenceService: on sim, serve it locally.
+- :mod:`helpers.serving.deploy` - the labs' façade: publish a model, submit and withdraw an
+  InferenceService, through the verbs of the backend object it is given (never a backend import).
 - :mod:`helpers.serving.handwritten` - a deliberately minimal server, for contrast.
 - :mod:`helpers.serving.diagram` - KServe's architecture as a picture.
-- :mod:`helpers.serving.bench` - latency, throughput, start-up and memory figures.
+- :mod:`helpers.serving.bench` - latency and throughput measurements (``make bench`` runs them
+  through :mod:`helpers.tools.bench_serving`).
+
+This package is pure KServe: it imports no kubernetes client (API model types only), no
+``helpers.kube`` (but its constants) and no ``helpers.backend`` (tests/test_layering.py).
 """
