@@ -24,7 +24,19 @@ def compiled(tmp_path_factory) -> Path:
 
 
 def _no_children() -> list:
-    return psutil.Process().children(recursive=True)
+    """Child processes left behind, besides the run's shared control plane (a session fixture:
+    under pytest-xdist it may belong to this worker, started by a kwok test before this one)."""
+    from helpers.backend.kwok import layout
+
+    shared = str(layout.bin_dir())
+    left = []
+    for child in psutil.Process().children(recursive=True):
+        try:
+            if not (child.cmdline() or [""])[0].startswith(shared):
+                left.append(child)
+        except (psutil.NoSuchProcess, psutil.ZombieProcess):
+            continue  # gone while we looked: not left behind
+    return left
 
 
 # --------------------------------------------------------------------------- compile / IR

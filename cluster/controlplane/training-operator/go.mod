@@ -1,6 +1,6 @@
 // Wrapper module: builds the Kubeflow Training Operator v1 (training-operator.v1) at the pin
 // in cluster/versions.yaml. Run only by tests, in its own network namespace (its webhook
-// server listens on all interfaces; see helpers.backend.kwok.training_operator).
+// server listens on all interfaces; see helpers.controlplane.training_operator).
 module kubeflow-labs/controlplane/training-operator
 
 go 1.26.0
