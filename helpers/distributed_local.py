@@ -45,8 +45,13 @@ STARTUP_ALLOWANCE = 30.0
 
 
 def port_is_free(port: int, host: str = "127.0.0.1") -> bool:
-    """True if ``port`` can be bound on ``host`` now (nothing listens there any more)."""
+    """True if nothing listens on ``port`` of ``host`` any more (a server could bind it).
+
+    Binds with ``SO_REUSEADDR``, as servers do, so connections of the finished run that
+    linger in TIME_WAIT do not count.
+    """
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             probe.bind((host, port))
         except OSError:
