@@ -259,6 +259,11 @@ def _join_failure(rdv: Rendezvous, timeout: float, rollcall: RollCall | None,
         missing_ranks=missing or [])
 
 
+def group_formed_line(world_size: int, ranks: list[int]) -> str:
+    """What rank 0 prints once the tracker has the whole group (read back from pod logs)."""
+    return f"tracker: all {world_size} workers joined the collective (ranks {ranks})"
+
+
 @contextmanager
 def collective_group(rdv: Rendezvous, join_timeout: float = DEFAULT_JOIN_TIMEOUT,
                      ) -> Iterator[None]:
@@ -307,6 +312,9 @@ def collective_group(rdv: Rendezvous, join_timeout: float = DEFAULT_JOIN_TIMEOUT
             if collective.get_rank() != rdv.rank:
                 raise LabError(f"the tracker gave rank {collective.get_rank()} to the worker "
                                f"launched as rank {rdv.rank}: ranks must follow the task ids")
+            if rollcall is not None:  # the line a cluster test reads in the Master's log
+                print(group_formed_line(collective.get_world_size(), sorted(rollcall.arrived)),
+                      flush=True)
             yield
         finally:
             collective.finalize()

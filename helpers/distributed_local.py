@@ -293,3 +293,33 @@ def bench() -> dict[str, object]:
             raise LabError(f"4-worker local training failed: {run.errors()}")
         return {"distributed_4_workers_seconds": round(run.seconds, 2),
                 "distributed_4_workers_accuracy": run.accuracy}
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m helpers.distributed_local``: train with N local workers, print the outcome."""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m helpers.distributed_local",
+                                     description=main.__doc__.splitlines()[0])
+    parser.add_argument("--workers", type=int, default=4, help="group size (default 4)")
+    parser.add_argument("--start", type=int, default=None,
+                        help="start only the first START ranks (a partial gang)")
+    parser.add_argument("--output-dir", required=True, help="model store rank 0 saves into")
+    parser.add_argument("--join-timeout", type=float, default=LOCAL_JOIN_TIMEOUT,
+                        help=f"seconds each worker waits for its group (default {LOCAL_JOIN_TIMEOUT:g})")
+    args = parser.parse_args(argv)
+    ranks = None if args.start is None else list(range(args.start))
+    try:
+        run = train_local(args.workers, ranks=ranks, store_dir=Path(args.output_dir).resolve(),
+                          join_timeout=args.join_timeout)
+    except LabError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(json.dumps(run.summary(), sort_keys=True))
+    for rank, message in run.errors().items():
+        print(f"rank {rank}: {message}", file=sys.stderr)
+    return 0 if run.ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

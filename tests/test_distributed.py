@@ -186,3 +186,55 @@ def test_onnx_is_refused_in_a_distributed_run(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "helpers.train", "--output-dir", str(tmp_path),
                            "--onnx"], env=env, capture_output=True, text=True, check=False)
     assert proc.returncode == 2 and "--onnx converts a single-process model" in proc.stderr
+
+
+# --------------------------------------------------------------- the cluster's wiring ---
+
+def _operator_env(job: dict, role: str, index: int) -> dict[str, str]:
+    """The variables the Training Operator v1 gives one replica (its SetPodEnv, in Python)."""
+    specs = job["spec"]["xgbReplicaSpecs"]
+
+    def port(spec: dict) -> int:
+        (container,) = [c for c in spec["template"]["spec"]["containers"]
+                        if c["name"] == "xgboost"]  # the operator's DefaultContainerName
+        (found,) = [p["containerPort"] for p in container["ports"]
+                    if p["name"] == "xgboostjob-port"]  # ... and DefaultPortName
+        return found
+
+    rank = index + (specs["Master"]["replicas"] if role == "Worker" else 0)
+    return {"MASTER_ADDR": f"{job['metadata']['name']}-master-0",
+            "MASTER_PORT": str(port(specs["Master"])),
+            "WORLD_SIZE": str(sum(s["replicas"] for s in specs.values())), "RANK": str(rank)}
+
+
+def test_every_replica_of_the_xgboostjob_is_one_rank_of_one_group():
+    """Static wiring of the kit's XGBoostJob: the operator's env makes ranks 0..3 of 4,
+    every replica runs `python -m helpers.train` (distributed when that env is set),
+    and only rank 0, the Master, has the model volume it saves to."""
+    from helpers import cluster, train
+
+    job = cluster.training_job_manifest("kflabs-train:abc", seed=42)
+    specs = job["spec"]["xgbReplicaSpecs"]
+    seen = []
+    for role, spec in specs.items():
+        for index in range(spec["replicas"]):
+            rdv = distributed.from_env(_operator_env(job, role, index))
+            assert rdv.launcher == "training-operator-v1" and rdv.world_size == 4
+            assert rdv.tracker_host == "iris-train-master-0" and rdv.tracker_port == 9999
+            seen.append((role, rdv.rank))
+        (container,) = spec["template"]["spec"]["containers"]
+        assert container["command"] == ["python", "-m", "helpers.train"]
+        args = train.build_parser().parse_args(container["args"])
+        assert not args.onnx, "--onnx is refused in a distributed run"
+    assert sorted(seen) == [("Master", 0), ("Worker", 1), ("Worker", 2), ("Worker", 3)]
+    assert job["spec"]["runPolicy"]["schedulingPolicy"]["minAvailable"] == 4
+    master_volume = specs["Master"]["template"]["spec"]["volumes"][0]
+    assert master_volume["persistentVolumeClaim"]["claimName"] == cluster.MODEL_PVC
+
+
+def test_the_training_image_runs_a_distributed_self_test():
+    from helpers import paths
+
+    text = (paths.cluster_dir() / "kind" / "train.Dockerfile").read_text()
+    assert "COPY helpers/ /app/helpers/" in text
+    assert "python -m helpers.distributed_local --workers 2" in text
