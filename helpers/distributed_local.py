@@ -36,9 +36,10 @@ from helpers import distributed, paths
 from helpers.errors import LabError
 from helpers.processes import free_port, stop_processes
 
-#: Seconds a local worker waits for its group: short, so a partial gang on the laptop fails
-#: within a lab cell (the cluster's default is :data:`helpers.distributed.DEFAULT_JOIN_TIMEOUT`).
-LOCAL_JOIN_TIMEOUT = 3.0
+#: Seconds a local worker waits for its group by default. A complete group forms as soon as
+#: its last worker has started (a few seconds on a busy laptop), so a generous bound costs
+#: nothing; to watch a partial gang give up, pass a short one (lab 03 uses 3 s).
+LOCAL_JOIN_TIMEOUT = 60.0
 #: Extra seconds :meth:`LocalTraining.wait` allows beyond the workers' own bound: Python
 #: and XGBoost start-up (about a second each on a busy machine) and saving the model.
 STARTUP_ALLOWANCE = 30.0
@@ -127,6 +128,7 @@ class LocalTraining:
         fmt: ``json`` or ``ubj``.
         seed: the split's and XGBoost's seed.
         n_estimators: boosting rounds; ``None`` keeps :data:`helpers.training.DEFAULT_PARAMS`.
+        test_fraction: share of each species held out (``--test-fraction``).
         join_timeout: seconds each worker waits for the tracker and for the group.
 
     Use as a context manager, or :meth:`start` then :meth:`wait` (which always stops the
@@ -136,7 +138,7 @@ class LocalTraining:
     def __init__(self, n_workers: int = 4, *, ranks: list[int] | None = None,
                  store_dir: str | os.PathLike[str] | None = None, name: str = "iris",
                  fmt: str = "json", seed: int = 42, n_estimators: int | None = None,
-                 join_timeout: float = LOCAL_JOIN_TIMEOUT):
+                 test_fraction: float = 0.3, join_timeout: float = LOCAL_JOIN_TIMEOUT):
         if n_workers < 1:
             raise LabError(f"n_workers={n_workers}: a group needs at least one worker")
         self.n_workers = n_workers
@@ -146,6 +148,7 @@ class LocalTraining:
         self.store = paths.resolve(store_dir) if store_dir is not None else paths.model_store()
         self.name, self.fmt, self.seed = name, fmt, seed
         self.n_estimators, self.join_timeout = n_estimators, join_timeout
+        self.test_fraction = test_fraction
         self.tracker_port: int | None = None
         self.procs: dict[int, subprocess.Popen] = {}
         self._tmp: tempfile.TemporaryDirectory | None = None
@@ -157,6 +160,7 @@ class LocalTraining:
         """The argument list of one worker (never a shell string)."""
         cmd = [sys.executable, "-m", "helpers.train", "--output-dir", str(self.store),
                "--seed", str(self.seed), "--format", self.fmt, "--name", self.name,
+               "--test-fraction", str(self.test_fraction),
                "--join-timeout", str(self.join_timeout), "--parent-pid", str(os.getpid()),
                "--report-json", str(self._dir / f"rank-{rank}.json")]
         if self.n_estimators is not None:
