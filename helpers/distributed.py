@@ -54,7 +54,7 @@ TRAINER_V2_ENV = ("DMLC_TRACKER_URI", "DMLC_TRACKER_PORT", "DMLC_NUM_WORKER", "D
 _LOOPBACK = ("127.0.0.1", "localhost", "::1")
 #: Seconds rank 0 keeps its roll call open after the group failed to form, so the other
 #: ranks (whose bounds run out at about the same moment) can still ask who arrived.
-ROLLCALL_LINGER = 1.5
+ROLLCALL_LINGER = 1.0
 
 
 class RendezvousError(LabError):
