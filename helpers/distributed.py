@@ -164,8 +164,8 @@ class RollCall:
     launcher's port on the tracker's host (all interfaces unless it is loopback).
     """
 
-    def __init__(self, bind_host: str, port: int, tracker_port: int):
-        self.tracker_port = tracker_port
+    def __init__(self, bind_host: str, port: int):
+        self.tracker_port: int | None = None  # set once the tracker listens
         self.arrived: set[int] = set()
         self._lock = threading.Lock()
         self._sock = socket.create_server((bind_host, port), reuse_port=False)
@@ -186,7 +186,7 @@ class RollCall:
                 conn.settimeout(1.0)
                 try:
                     line = conn.makefile("r").readline().strip()
-                    if line.startswith("rank "):
+                    if line.startswith("rank ") and self.tracker_port is not None:
                         with self._lock:
                             self.arrived.add(int(line.split()[1]))
                         conn.sendall(f"port {self.tracker_port}\n".encode())
@@ -288,12 +288,17 @@ def collective_group(rdv: Rendezvous, join_timeout: float = DEFAULT_JOIN_TIMEOUT
     bind = "127.0.0.1" if rdv.tracker_host in _LOOPBACK else "0.0.0.0"  # noqa: S104 - pods
     try:
         if rdv.rank == 0:
+            try:  # first: a port in use fails here, before a tracker exists to wind down
+                rollcall = RollCall(bind, rdv.tracker_port)
+            except OSError as exc:
+                raise LabError(f"rank 0 cannot listen on {bind}:{rdv.tracker_port} ({exc}): "
+                               "another process holds the port; stop it or pick another "
+                               "port") from None
             # sortby="task": ranks follow the task ids below, so the tracker's rank is ours.
             tracker = RabitTracker(n_workers=rdv.world_size, host_ip=bind, sortby="task",
                                    timeout=max(1, round(join_timeout)))
             tracker.start()
-            rollcall = RollCall(bind, rdv.tracker_port,
-                                int(tracker.worker_args()["dmlc_tracker_port"]))
+            rollcall.tracker_port = int(tracker.worker_args()["dmlc_tracker_port"])
         port = wait_for_tracker(rdv, join_timeout)
         args = {"dmlc_tracker_uri": rdv.tracker_host, "dmlc_tracker_port": port,
                 # zero-padded: the tracker sorts task ids as strings

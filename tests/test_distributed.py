@@ -238,3 +238,25 @@ def test_the_training_image_runs_a_distributed_self_test():
     text = (paths.cluster_dir() / "kind" / "train.Dockerfile").read_text()
     assert "COPY helpers/ /app/helpers/" in text
     assert "python -m helpers.distributed_local --workers 2" in text
+
+
+def test_rank_0_on_a_port_in_use_says_so():
+    import socket
+
+    with socket.create_server(("127.0.0.1", 0)) as held:
+        rdv = distributed.Rendezvous("127.0.0.1", held.getsockname()[1], 0, 2)
+        with pytest.raises(LabError, match="another process holds the port"):
+            with distributed.collective_group(rdv, join_timeout=5):
+                pass
+
+
+def test_the_roll_call_records_arrivals_and_answers_who():
+    rollcall = distributed.RollCall("127.0.0.1", 0)
+    try:
+        port = rollcall._sock.getsockname()[1]
+        rollcall.tracker_port = 12345
+        rdv = distributed.Rendezvous("127.0.0.1", port, 2, 4)
+        assert distributed.wait_for_tracker(rdv, timeout=5) == 12345
+        assert distributed._missing(rdv, None) == [0, 1, 3]
+    finally:
+        rollcall.close()
