@@ -27,6 +27,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import weakref
 from dataclasses import dataclass, field
@@ -161,8 +162,12 @@ class LocalTraining:
         cmd = [sys.executable, "-m", "helpers.train", "--output-dir", str(self.store),
                "--seed", str(self.seed), "--format", self.fmt, "--name", self.name,
                "--test-fraction", str(self.test_fraction),
-               "--join-timeout", str(self.join_timeout), "--parent-pid", str(os.getpid()),
+               "--join-timeout", str(self.join_timeout),
                "--report-json", str(self._dir / f"rank-{rank}.json")]
+        if threading.current_thread() is threading.main_thread():
+            # PR_SET_PDEATHSIG follows the launching *thread*: from another thread it would
+            # stop the workers when that thread ends, so there only the finalizer stops them.
+            cmd += ["--parent-pid", str(os.getpid())]
         if self.n_estimators is not None:
             cmd += ["--n-estimators", str(self.n_estimators)]
         return cmd
