@@ -95,6 +95,11 @@ class Rendezvous:
         return {"MASTER_ADDR": self.tracker_host, "MASTER_PORT": str(self.tracker_port),
                 "WORLD_SIZE": str(self.world_size), "RANK": str(self.rank)}
 
+    def trainer_v2_env(self) -> dict[str, str]:
+        """Trainer v2's XGBoost runtime variables for this worker."""
+        return {"DMLC_TRACKER_URI": self.tracker_host, "DMLC_TRACKER_PORT": str(self.tracker_port),
+                "DMLC_NUM_WORKER": str(self.world_size), "DMLC_TASK_ID": str(self.rank)}
+
 
 def _int(env: Mapping[str, str], name: str, launcher: str) -> int:
     raw = env[name].strip()

@@ -131,6 +131,8 @@ class LocalTraining:
         n_estimators: boosting rounds; ``None`` keeps :data:`helpers.training.DEFAULT_PARAMS`.
         test_fraction: share of each species held out (``--test-fraction``).
         join_timeout: seconds each worker waits for the tracker and for the group.
+        launcher: whose variables the workers get: ``training-operator-v1`` (``MASTER_ADDR``,
+            ...; the default, as the kit's XGBoostJob) or ``trainer-v2`` (``DMLC_*``).
 
     Use as a context manager, or :meth:`start` then :meth:`wait` (which always stops the
     group before it returns or raises). :func:`train_local` does both.
@@ -139,7 +141,11 @@ class LocalTraining:
     def __init__(self, n_workers: int = 4, *, ranks: list[int] | None = None,
                  store_dir: str | os.PathLike[str] | None = None, name: str = "iris",
                  fmt: str = "json", seed: int = 42, n_estimators: int | None = None,
-                 test_fraction: float = 0.3, join_timeout: float = LOCAL_JOIN_TIMEOUT):
+                 test_fraction: float = 0.3, join_timeout: float = LOCAL_JOIN_TIMEOUT,
+                 launcher: str = "training-operator-v1"):
+        if launcher not in ("training-operator-v1", "trainer-v2"):
+            raise LabError(f"launcher {launcher!r}: choose training-operator-v1 or trainer-v2")
+        self.launcher = launcher
         if n_workers < 1:
             raise LabError(f"n_workers={n_workers}: a group needs at least one worker")
         self.n_workers = n_workers
@@ -189,11 +195,11 @@ class LocalTraining:
         started: list[subprocess.Popen] = []  # shared with the finalizer, which holds no self
         for rank in self.ranks:
             rdv = distributed.Rendezvous("127.0.0.1", self.tracker_port, rank, self.n_workers)
-            env = {**os.environ, **rdv.operator_env(),
-                   # stay quiet and single-threaded beside the kernel
-                   "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
-            for other in distributed.TRAINER_V2_ENV:  # one launcher's variables, not two
-                env.pop(other, None)
+            v1 = self.launcher == "training-operator-v1"
+            env = {k: v for k, v in os.environ.items()  # one launcher's variables, not two
+                   if k not in distributed.OPERATOR_V1_ENV + distributed.TRAINER_V2_ENV}
+            env.update(rdv.operator_env() if v1 else rdv.trainer_v2_env(),
+                       OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")  # single-threaded beside the kernel
             with open(self._dir / f"rank-{rank}.log", "wb") as log:  # noqa: PTH123
                 proc = subprocess.Popen(self.command(rank), stdout=log, stderr=subprocess.STDOUT,
                                         stdin=subprocess.DEVNULL, cwd=paths.ROOT, env=env,

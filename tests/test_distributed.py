@@ -260,3 +260,21 @@ def test_the_roll_call_records_arrivals_and_answers_who():
         assert distributed._missing(rdv, None) == [0, 1, 3]
     finally:
         rollcall.close()
+
+
+def test_trainer_v2_variables_train_the_same_group(tmp_path):
+    """Trainer v2's DMLC_* variables alone are enough for the same command to train as a group."""
+    run = dl.train_local(2, store_dir=tmp_path, launcher="trainer-v2")
+    assert run.ok, run.errors()
+    assert {r["launcher"] for r in run.reports.values()} == {"trainer-v2"}
+    assert run.model_path.is_file()
+    _no_orphans(run)
+
+
+def test_the_local_command_reports_a_partial_gang(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "helpers.distributed_local", "--workers", "2",
+                           "--start", "1", "--join-timeout", "2", "--output-dir", str(tmp_path)],
+                          capture_output=True, text=True, check=False, timeout=120)
+    assert proc.returncode == 1, proc.stderr
+    assert '"missing_ranks": [1]' in proc.stdout
+    assert "ranks [1] of 2 never arrived" in proc.stderr
