@@ -33,6 +33,7 @@ SECTIONS: dict[str, str] = {
     "serving": "helpers.serving.bench:run",
     "scheduling": "helpers.scheduling.bench:run",
     "e2e": "helpers.pipeline:bench",
+    "distributed": "helpers.distributed_local:bench",
 }
 
 

@@ -90,6 +90,13 @@ def check_03_train_iris_xgboost(results: dict, params: dict) -> None:
     assert results["model_bytes"] > 1000
     assert results["xgboost_version_recorded"].startswith("2.1.")
     assert results["reload_labels_equal"] is True and results["reload_max_abs_diff"] <= 1e-6
+    workers = params.get("N_WORKERS", 4)
+    group, partial = results["distributed"], results["partial_gang"]
+    assert group["ok"] is True and group["world_size"] == workers
+    assert group["accuracy"] == results["accuracy"] and group["max_abs_diff_vs_single"] <= 1e-6
+    assert partial["ok"] is False and partial["ranks"] == list(range(workers - 1))
+    assert partial["missing_ranks"] == [workers - 1]
+    assert partial["seconds"] >= partial["timeout"]
     assert results["cli_agrees"] is True
     assert results["storage_uri"] == f"pvc://model-store/{params.get('MODEL_NAME', 'iris')}/"
 
