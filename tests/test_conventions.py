@@ -49,6 +49,14 @@ class TestLab:
                 assert not cell.outputs, f"cell {i} has outputs"
                 assert cell.execution_count is None, f"cell {i} has an execution count"
 
+    def test_committed_in_the_form_jupyterlab_saves(self, path):
+        """Byte for byte what JupyterLab writes (jupyter_server saves with ``nbformat.write``), so
+        saving a lab leaves git clean: the grader restores check cells from labs/."""
+        text = path.read_text(encoding="utf-8")
+        saved = nbformat.writes(nbformat.reads(text, as_version=nbformat.NO_CONVERT)) + "\n"
+        assert text == saved, (
+            f"{path.name} is not in JupyterLab's saved form: rewrite it with nbformat.write(nb, path)")
+
     def test_kernelspec_is_python3(self, path):
         """papermill and nbval start the kernel the notebook names."""
         assert _nb(path).metadata["kernelspec"]["name"] == "python3"
