@@ -33,6 +33,7 @@ import re
 import subprocess
 import sys
 import tempfile
+import textwrap
 import time
 import xml.etree.ElementTree as ET  # noqa: S405 - parses the report pytest just wrote, nothing else
 from dataclasses import asdict, dataclass, field
@@ -53,6 +54,8 @@ END_SOLUTION = "### END SOLUTION"
 NBGRADER_SCHEMA = 3
 # Terminal colour codes, raw or as JUnit XML escapes them ("#x1B[31m").
 _ANSI = re.compile(r"(\x1b|#x1B)\[[0-9;]*[A-Za-z]")
+#: The longest failure message a report keeps (a check's "expected ..., found ..." fits).
+MESSAGE_CHARS = 300
 _EXCEPTION_LINE = re.compile(r"^([A-Za-z_][\w.]*(Error|Exception|Interrupt|Exit))\b:?(.*)$")
 
 
@@ -111,15 +114,25 @@ class GradeReport:
         """Score as a percentage of the exercises (0 when there is none)."""
         return 100.0 * self.score / self.total if self.total else 0.0
 
-    def table(self) -> str:
-        """The pass/fail table ``make grade`` prints, ending with the score line."""
-        width = min(max([len(ex.title) for ex in self.exercises] + [8]), 72)
-        lines = [f"{'#':>2}  {'exercise':<{width}}  result",
-                 "-" * (width + 12)]
+    def table(self, title_width: int = 44, result_width: int = 64) -> str:
+        """The pass/fail table ``make grade`` prints, ending with the score line.
+
+        Long titles and failure messages wrap inside their columns rather than being cut.
+        """
+        width = min(max([len(ex.title) for ex in self.exercises] + [8]), title_width)
+        rule = "-" * (width + 6 + result_width)
+        lines = [f"{'#':>2}  {'exercise':<{width}}  result", rule]
         for ex in self.exercises:
-            result = "PASS" if ex.passed else f"FAIL  {ex.message}"
-            lines.append(f"{ex.number:>2}  {ex.title[:width]:<{width}}  {result}")
-        lines.append("-" * (width + 12))
+            title = textwrap.wrap(ex.title, width, break_on_hyphens=False) or [""]
+            result = ["PASS"] if ex.passed else textwrap.wrap(f"FAIL  {ex.message}", result_width,
+                                                               break_on_hyphens=False,
+                                                               subsequent_indent="      ")
+            for k in range(max(len(title), len(result))):
+                number = f"{ex.number:>2}" if k == 0 else "  "
+                left = title[k] if k < len(title) else ""
+                right = result[k] if k < len(result) else ""
+                lines.append(f"{number}  {left:<{width}}  {right}".rstrip())
+        lines.append(rule)
         lines.append(f"score: {self.score}/{self.total} ({self.percent:.0f}%)")
         if self.other_failures:
             lines.append("other cells that failed (they may explain failing checks):")
@@ -333,7 +346,7 @@ def _failure_message(text: str, fallback: str) -> str:
     lines = [_ANSI.sub("", ln).strip() for ln in text.splitlines()]
     hits = [ln for ln in lines if _EXCEPTION_LINE.match(ln)]
     message = (hits[-1] if hits else fallback).rstrip(": ")  # "NotImplementedError: " has no text
-    return message if len(message) <= 100 else message[:97] + "..."
+    return message if len(message) <= MESSAGE_CHARS else message[:MESSAGE_CHARS - 3] + "..."
 
 
 def parse_junit(report: Path) -> dict[int, tuple[str, str]]:

@@ -138,3 +138,6 @@ class TestLab:
             )
             assert "\n" not in first.value.value.strip(), "the docstring is one line"
             assert any(isinstance(s, ast.Assert) for s in body[1:]), "a check cell asserts"
+            bare = [s.lineno for s in body if isinstance(s, ast.Assert) and s.msg is None]
+            assert not bare, (f"check cell {first.value.value.strip()!r}: the assert on line(s) {bare} "
+                              "needs a message saying what was expected and what was found")

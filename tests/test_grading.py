@@ -167,6 +167,19 @@ def test_report_table_and_score():
     assert report.to_dict()["percent"] == 50.0
 
 
+def test_report_table_wraps_long_titles_and_messages():
+    """A long title or message wraps inside its column: no word of it is cut off."""
+    title = "Check that the ONNX InferenceService is valid and served by Triton from its own folder"
+    message = ("AssertionError: expected an onnx model on KServe's Triton runtime; "
+               "found format 'xgboost', runtime 'kserve-xgbserver'")
+    report = grading.GradeReport("x.ipynb", [grading.ExerciseResult(1, title, False, message)], [], 1.0)
+    rows = report.table().splitlines()[2:-2]
+    assert len(rows) > 1 and rows[0].startswith(" 1  ")
+    words = " ".join(rows).split()
+    assert all(word in words for word in title.split() + message.split())
+    assert max(len(row) for row in rows) <= 2 + 2 + 44 + 2 + 64
+
+
 # --------------------------------------------------------------------------- with a kernel
 
 
@@ -182,6 +195,23 @@ def test_grade_toy_notebook_keeps_going_after_a_failure(tmp_path: Path):
     assert report.exercises[0].message == "answer cell failed: NotImplementedError"
     assert (report.score, report.total) == (1, 3)
     assert report.other_failures == []
+
+
+@pytest.mark.notebook
+def test_wrong_answer_reports_what_was_expected_and_found(tmp_path: Path):
+    """A wrong answer fails with the check's own message, not a bare AssertionError."""
+    reference = _toy_notebook()
+    reference.cells[4].source = ('"""Check that answer_one is one"""\n'
+                                 'assert answer_one == 1, f"expected the first count; found {answer_one!r}"')
+    ref_path = tmp_path / "ref.ipynb"
+    nbformat.write(reference, ref_path)
+    submission = copy.deepcopy(reference)
+    submission.cells[3].source = "answer_one = 7"
+    sub_path = tmp_path / "sub.ipynb"
+    nbformat.write(submission, sub_path)
+    report = grading.grade(sub_path, reference=ref_path)
+    assert report.exercises[0].message == "AssertionError: expected the first count; found 7"
+    assert "found 7" in report.table()
 
 
 @pytest.mark.notebook
