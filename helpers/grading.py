@@ -18,7 +18,7 @@ cell, so an unsolved exercise does not stop the later ones from being graded.
 
 Usage::
 
-    python -m helpers.grading student [--labs 00 03] [--out build/student]
+    python -m helpers.grading student [--labs 00 03] [--out build/student] [--keep-existing]
     python -m helpers.grading grade path/to/submission.ipynb [--json report.json] [--fail-under 100]
 """
 
@@ -269,16 +269,19 @@ def student_copy(nb: nbformat.NotebookNode) -> nbformat.NotebookNode:
 
 
 def write_student_copies(selected: list[str] | None = None,
-                         out_dir: str | os.PathLike[str] | None = None) -> list[Path]:
+                         out_dir: str | os.PathLike[str] | None = None,
+                         keep_existing: bool = False) -> list[Path]:
     """Write the student copy of each lab (``labs/NN_*.ipynb``) into ``out_dir``.
 
     Args:
         selected: lab prefixes to include (e.g. ``["00", "03"]``); default every lab.
         out_dir: destination folder; default ``build/student``. Relative paths resolve
             against the repository root.
+        keep_existing: leave a copy that is already there untouched (``make jupyter``: it
+            holds the learner's own work) and write only the missing ones.
 
     Returns:
-        The paths written, in lab order.
+        The paths written, in lab order (without the copies kept).
     """
     from helpers import runner
 
@@ -290,6 +293,8 @@ def write_student_copies(selected: list[str] | None = None,
     written = []
     for lab in labs:
         target = out / lab.name
+        if keep_existing and target.exists():
+            continue
         nbformat.write(student_copy(read_notebook(lab)), target)
         written.append(target)
     return written
@@ -465,6 +470,8 @@ def main(argv: list[str] | None = None) -> int:
     student = sub.add_parser("student", help="write student copies (solutions cleared)")
     student.add_argument("--labs", nargs="*", default=None, help="lab prefixes, e.g. 00 03")
     student.add_argument("--out", default="build/student", help="output folder (default build/student)")
+    student.add_argument("--keep-existing", action="store_true",
+                         help="write only the missing copies; never overwrite one (it may hold answers)")
     grader = sub.add_parser("grade", help="grade a submitted notebook with nbval")
     grader.add_argument("notebook", nargs="?", default="", help="the submitted .ipynb")
     grader.add_argument("--json", default=None, help="also write the report as JSON here")
@@ -474,7 +481,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="grade the submission's own check cells, not those of labs/<name>")
     args = parser.parse_args(argv)
     if args.command == "student":
-        for path in write_student_copies(args.labs, args.out):
+        for path in write_student_copies(args.labs, args.out, keep_existing=args.keep_existing):
             print(f"student copy: {path}")
         return 0
     if not args.notebook:

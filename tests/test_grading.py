@@ -9,6 +9,9 @@ notebook scores exactly the exercises that were solved.
 from __future__ import annotations
 
 import copy
+import json
+import subprocess
+import sys
 from pathlib import Path
 
 import nbformat
@@ -17,7 +20,7 @@ from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
 
 from helpers import grading
 from helpers.grading import GradingError
-from tests.conftest import LABS, lab_ids
+from tests.conftest import LABS, ROOT, lab_ids
 
 
 def _code(source: str, *tags: str):
@@ -272,3 +275,47 @@ class TestLabGrading:
         report = grading.grade(path)
         assert [ex.passed for ex in report.exercises] == [i in solved for i in range(len(found))]
         assert report.score == len(solved)
+
+
+# --------------------------------------------------------------------------- the learner's JupyterLab
+
+
+def test_keep_existing_never_overwrites_a_learners_copy(tmp_path: Path):
+    """`make jupyter` builds the missing student copies and leaves the learner's work alone."""
+    mine = tmp_path / LABS[0].name
+    mine.write_text("my answers")
+    written = grading.write_student_copies(out_dir=tmp_path, keep_existing=True)
+    assert mine.read_text() == "my answers"
+    assert mine not in written and len(written) == len(LABS) - 1
+    assert all("### BEGIN SOLUTION" not in p.read_text() for p in written)
+
+
+def _make_dry_run(*args: str) -> str:
+    return subprocess.run(["make", "-n", "jupyter", *args], cwd=ROOT, capture_output=True, text=True,
+                          check=True).stdout
+
+
+def test_make_jupyter_opens_student_copies_and_instructor_copies_on_a_flag():
+    """Learners land on their own copies, with the learner config; INSTRUCTOR=1 opens labs/."""
+    learner = _make_dry_run()
+    assert "helpers.grading student --keep-existing" in learner
+    assert f'JUPYTER_CONFIG_PATH="{ROOT}/jupyter-config/learner"' in learner
+    assert "--notebook-dir=labs" not in learner and "--ip=127.0.0.1" in learner
+    instructor = _make_dry_run("INSTRUCTOR=1")
+    assert "--notebook-dir=labs" in instructor and "JUPYTER_CONFIG_PATH" not in instructor
+    assert "make jupyter INSTRUCTOR=1" in (ROOT / "README.md").read_text()
+
+
+def test_learner_config_switches_off_everything_nbgrader_installs():
+    """Every nbgrader server extension the install enables, and its JupyterLab extension, are off."""
+    server_d = Path(sys.prefix) / "etc" / "jupyter" / "jupyter_server_config.d"
+    installed = json.loads((server_d / "nbgrader.json").read_text())
+    enabled = {name for name, on in installed["ServerApp"]["jpserver_extensions"].items() if on}
+    learner = ROOT / "jupyter-config" / "learner"
+    config = json.loads((learner / "jupyter_server_config.d" / "kflabs-learner.json").read_text())
+    switched = config["ServerApp"]["jpserver_extensions"]
+    assert enabled and all(switched.get(name) is False for name in enabled), enabled - set(switched)
+    labext = json.loads((Path(sys.prefix) / "share/jupyter/labextensions/@jupyter/nbgrader/package.json")
+                        .read_text())["name"]
+    page = json.loads((learner / "labconfig" / "page_config.json").read_text())
+    assert page["disabledExtensions"].get(labext) is True
