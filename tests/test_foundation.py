@@ -70,8 +70,21 @@ class TestBackend:
 
     def test_kind_reports_missing_tools(self, tmp_path, monkeypatch):
         monkeypatch.setenv("PATH", str(tmp_path))  # nothing on PATH
-        with pytest.raises(BackendUnavailable, match="docker, kind, kubectl not found on PATH"):
+        with pytest.raises(BackendUnavailable, match="docker, kind and kubectl are not on PATH"):
             backend.resolve("kind", kubeconfig=str(tmp_path / "missing"), announce=False)
+
+    def test_kind_names_only_the_missing_tool_in_one_sentence(self, tmp_path, monkeypatch):
+        """With Docker and kubectl installed, only kind is named, and only its fix is given."""
+        for tool in ("docker", "kubectl"):
+            (tmp_path / tool).write_text("#!/bin/sh\n")
+            (tmp_path / tool).chmod(0o755)
+        monkeypatch.setenv("PATH", str(tmp_path))
+        with pytest.raises(BackendUnavailable) as exc:
+            backend.resolve("kind", kubeconfig=str(tmp_path / "missing"), announce=False)
+        message = str(exc.value)
+        assert "and kind is not on PATH: install kind" in message
+        assert "Docker" not in message and "install kubectl" not in message and "Fix:" not in message
+        assert message.count(". ") == 0 and message.endswith('BACKEND="sim".')
 
     def test_kind_context_missing(self, tmp_path):
         cfg = tmp_path / "config"
