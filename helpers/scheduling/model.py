@@ -32,7 +32,7 @@ from typing import Any
 
 import yaml
 
-from helpers.errors import ManifestError
+from helpers.errors import ManifestError, yaml_problem
 
 #: Resource names of the model. ``pods`` is the node's pod-count limit, not a request.
 CPU = "cpu"
@@ -406,9 +406,14 @@ def _parse_doc(doc: _Doc, step: ApplyStep, priorities: dict[str, int]) -> None:
         step.bare_pods.append(pod)
         step.jobs.append(JobSpec(name=pod.job, kind="Pods", pods=[pod], source=doc.source))
     elif key == "batch/v1/Job":
-        mode = doc.get("spec.completionMode", kind=str)
+        mode = doc.get("spec.completionMode", "NonIndexed", kind=str)  # Kubernetes' default
         if mode != "Indexed":
-            raise doc.err("spec.completionMode", f"{mode!r} is not modelled (supported: Indexed)")
+            raise doc.err("spec.completionMode", (
+                f"{mode!r}{' (the default when unset)' if mode == 'NonIndexed' else ''} is not modelled: "
+                "the model supports Indexed Jobs (supported: Indexed), whose pods get stable indices "
+                "(<job>-0, <job>-1, ..., JOB_COMPLETION_INDEX) that distributed workers use as ranks "
+                "and that fix the order the Job controller creates them in; add "
+                "`completionMode: Indexed` to the Job's spec"))
         completions = doc.get("spec.completions", kind=int)
         parallelism = doc.get("spec.parallelism", kind=int)
         if parallelism != completions or completions < 1:
@@ -561,7 +566,7 @@ def load_manifests(paths: list[str | Path] | str | Path) -> Manifests:
         try:
             docs = [d for d in yaml.safe_load_all(f.read_text()) if d is not None]
         except yaml.YAMLError as exc:
-            raise ManifestError(f"{source}: not valid YAML ({str(exc).splitlines()[0]})") from None
+            raise ManifestError(f"{source}: not valid YAML: {yaml_problem(exc)}") from None
         step = ApplyStep(source=source)
         for i, data in enumerate(docs):
             if not isinstance(data, dict):
