@@ -465,7 +465,8 @@ def grade(notebook: str | os.PathLike[str], *, reference: str | os.PathLike[str]
 @cli_errors
 def main(argv: list[str] | None = None) -> int:
     """``python -m helpers.grading student|grade``: see the module docstring."""
-    parser = argparse.ArgumentParser(description="Student copies and grading of the labs.")
+    parser = argparse.ArgumentParser(prog="python -m helpers.grading",
+                                     description="Student copies and grading of the labs.")
     sub = parser.add_subparsers(dest="command", required=True)
     student = sub.add_parser("student", help="write student copies (solutions cleared)")
     student.add_argument("--labs", nargs="*", default=None, help="lab prefixes, e.g. 00 03")
@@ -480,6 +481,8 @@ def main(argv: list[str] | None = None) -> int:
     grader.add_argument("--no-reference", action="store_true",
                         help="grade the submission's own check cells, not those of labs/<name>")
     args = parser.parse_args(argv)
+    if args.command == "grade" and not 0 <= args.fail_under <= 100:
+        parser.error(f"--fail-under is a percentage of the exercises (0-100), got {args.fail_under:g}")
     if args.command == "student":
         for path in write_student_copies(args.labs, args.out, keep_existing=args.keep_existing):
             print(f"student copy: {path}")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import subprocess
@@ -188,11 +189,17 @@ def test_runner_table_and_exit_status(tmp_path):
 
 def test_runner_runs_labs_in_parallel_and_keeps_lab_order(tmp_path):
     """With two workers the runs come back in lab order, each with its own results file."""
-    runs = runner.run_all("sim", ["00", "02"], tmp_path, jobs=2)
-    assert [r.lab for r in runs] == ["00_setup", "02_volcano_jobs_and_queues"]
+    stream = io.StringIO()
+    runs = runner.run_all("sim", ["00", "01", "02"], tmp_path, jobs=2, stream=stream)
+    assert [r.lab for r in runs] == ["00_setup", "01_gridlock_vs_gang", "02_volcano_jobs_and_queues"]
+    lines = stream.getvalue().splitlines()
+    started = [i for i, line in enumerate(lines) if line.startswith("  started ")]
+    assert [lines[i].split()[1] for i in started] == [r.lab for r in runs]  # one lab per line
+    assert started[2] > min(i for i, line in enumerate(lines) if line.startswith("[1/3]")), (
+        "the third lab is announced only once a worker is free")
     assert all(r.status == "ok" for r in runs), [r.error for r in runs]
     assert {p.name for p in (tmp_path / "results").iterdir()} == {
-        "00_setup.json", "02_volcano_jobs_and_queues.json"}
+        "00_setup.json", "01_gridlock_vs_gang.json", "02_volcano_jobs_and_queues.json"}
 
 
 def test_isolated_dirs_covers_folder_knobs(tmp_path):
@@ -201,14 +208,40 @@ def test_isolated_dirs_covers_folder_knobs(tmp_path):
     assert got == {"WORK_DIR": str(tmp_path / "work_dir"), "MODEL_STORE": str(tmp_path / "model_store")}
 
 
-def test_runner_cli_exit_code_on_failure(tmp_path):
+def test_runner_cli_exit_code_on_failure(tmp_path, monkeypatch, capsys):
     """A lab that fails makes `python -m helpers.runner` exit non-zero, with the cause."""
+    monkeypatch.setattr(runner, "run_lab", lambda notebook, **kw: runner.LabRun(
+        notebook.stem, "failed", 0.1, "cell 3: BackendUnavailable: boom"))
+    assert runner.main(["--labs", "00", "--jobs", "1", "--build-dir", str(tmp_path)]) == 1
+    out = capsys.readouterr()
+    assert "failed" in out.out and "BackendUnavailable" in out.out and "00_setup" in out.err
+
+
+def test_runner_refuses_a_bad_backend_before_running_anything(tmp_path):
+    """`--backend minikube` exits 2 with the choices and leaves the executed notebooks alone."""
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    (tmp_path / "labs").mkdir()
+    good = tmp_path / "labs" / "00_setup.ipynb"
+    good.write_text("a good run's notebook")
     proc = subprocess.run([sys.executable, "-m", "helpers.runner", "--labs", "00",
                            "--backend", "minikube", "--build-dir", str(tmp_path)],
                           capture_output=True, text=True, env=env, cwd=tmp_path, check=False)
-    assert proc.returncode == 1, proc.stdout + proc.stderr
-    assert "failed" in proc.stdout and "BackendUnavailable" in proc.stdout
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert "minikube" in proc.stderr and "sim, kind, kwok, auto" in proc.stderr
+    assert "Traceback" not in proc.stderr and "running" not in proc.stdout
+    assert good.read_text() == "a good run's notebook"
+
+
+@pytest.mark.parametrize("module", ["runner", "grading", "bench", "train", "scheduling.__main__",
+                                    "serving.__main__", "cluster", "controlplane"])
+def test_every_command_names_itself_as_the_readme_does(module, capsys):
+    """`--help` shows `usage: python -m helpers.<name>`, the form the README uses."""
+    import importlib
+
+    with pytest.raises(SystemExit):
+        importlib.import_module(f"helpers.{module}").main(["--help"])
+    name = module.removesuffix(".__main__")
+    assert capsys.readouterr().out.startswith(f"usage: python -m helpers.{name} ")
 
 
 def test_runner_unknown_lab_is_clear(tmp_path):

@@ -152,6 +152,15 @@ def test_grade_cli_without_notebook_exits_2(capsys):
     assert "make grade NB=" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("value", ["150", "-5"])
+def test_fail_under_outside_0_100_is_refused(value, capsys):
+    """--fail-under is a percentage: 150 could never be met, so it is refused, not accepted."""
+    with pytest.raises(SystemExit) as info:
+        grading.main(["grade", "x.ipynb", "--fail-under", value])
+    assert info.value.code == 2
+    assert "percentage of the exercises (0-100)" in capsys.readouterr().err
+
+
 def test_grade_missing_file_names_it(tmp_path: Path):
     """A wrong path is named in the error."""
     with pytest.raises(GradingError, match="no notebook at"):
