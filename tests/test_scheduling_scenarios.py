@@ -101,6 +101,29 @@ def test_explorer_orders_and_widget_builds():
     assert len(widget.children) == 5
 
 
+def test_explorer_redraws_outside_a_kernel():
+    """`explorer(seed=42).redraw()` in a plain Python draws, without plt.show(fig)'s TypeError."""
+    widget = explorer.explorer(seed=42)
+    widget.redraw()
+    assert "gridlocked: True" in widget.children[3].value
+
+
+def test_explorer_is_shown_only_where_a_frontend_draws_widgets(monkeypatch):
+    """auto: shown in a kernel a Jupyter server session started, hidden in papermill's or none."""
+    import IPython
+
+    monkeypatch.delenv("JPY_SESSION_NAME", raising=False)
+    assert not explorer.should_show("auto")  # no kernel here
+    kernel_shell = type("Shell", (), {"kernel": object()})()
+    monkeypatch.setattr(IPython, "get_ipython", lambda: kernel_shell)
+    assert not explorer.should_show("auto")  # a kernel, but papermill's: no session
+    monkeypatch.setenv("JPY_SESSION_NAME", "/home/me/my-labs/01_gridlock_vs_gang.ipynb")
+    assert explorer.should_show("auto")
+    assert explorer.should_show("yes") and not explorer.should_show("no")
+    with pytest.raises(LabError, match="choose one of auto, yes, no"):
+        explorer.should_show("True")
+
+
 def test_plots_render_headless():
     d = scheduling.run_scenario("two-jobs", "default")
     fig = plots.compare({"default": d, "volcano": scheduling.run_scenario("two-jobs", "volcano")})
