@@ -7,7 +7,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 BUILD  := build
 
-.PHONY: help setup run test bench jupyter clean lock lint student grade controlplane-build controlplane-up controlplane-down cluster-up cluster-down
+.PHONY: help setup run test bench jupyter clean distclean lock lint student grade controlplane-build controlplane-up controlplane-down cluster-up cluster-down
 
 help:
 	@echo "make run      set up .venv, then run every lab headless on the embedded default"
@@ -21,7 +21,12 @@ help:
 	@echo "make controlplane-down  stop it (safe to run twice)"
 	@echo "make cluster-up    create (or reuse) the kind cluster with Volcano, KServe and the Training Operator (BACKEND=kind)"
 	@echo "make cluster-down  delete the kind cluster (safe to run twice)"
-	@echo "make clean    remove build/ (keeps .venv; 'make distclean' removes it too)"
+	@echo "make setup    create .venv from requirements.lock (every target does this first)"
+	@echo "make lint     ruff over helpers/, tests/ and the notebooks"
+	@echo "make lock     re-resolve requirements.lock after editing pyproject.toml"
+	@echo "make controlplane-build  build the control plane's binaries with Go (skipped, with the reason, without Go)"
+	@echo "make clean    remove build/ (keeps .venv and my-labs/)"
+	@echo "make distclean  remove build/ and .venv"
 
 setup: $(STAMP)
 

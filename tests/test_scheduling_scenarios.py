@@ -191,3 +191,20 @@ def test_cluster_events_use_the_models_types_and_names(monkeypatch):
     assert cluster_run._scheduler_events(None, "ns") == [
         ("Scheduled", "pod/serving-5d-x1", "default-scheduler: bound to node-2"),
         ("Unschedulable", "podgroup/train-b-uid", "resource in cluster is overused")]
+
+
+def test_summary_counts_training_jobs_and_names_the_service_apart():
+    """The chapter's always-on service is not counted as an unfinished job."""
+    first = scheduling.run_scenario("chapter", "default").summary().splitlines()[0]
+    assert "training jobs completed=0/2 (+1 always-on service)" in first
+    assert "training jobs completed=2/2 " in scheduling.run_scenario("two-jobs", "volcano").summary()
+
+
+def test_bare_pod_gangs_skip_a_written_inqueue_that_volcano_jobs_show():
+    """Volcano sets Inqueue in its session and recomputes the phase at session close (Running
+    once minMember pods are placed): bare pods are there to place in that same session, a
+    Volcano Job's pods are created only after it, so only the Volcano Job shows Inqueue."""
+    bare = scheduling.run_scenario("two-jobs", "volcano").podgroups["train-a"].history
+    vcjob = scheduling.run_scenario("two-jobs", "volcano-job").podgroups["train-a"].history
+    assert [p for _, p in bare][:2] == ["Pending", "Running"] and bare[0][0] == bare[1][0]
+    assert [p for _, p in vcjob][:3] == ["Pending", "Inqueue", "Running"]

@@ -40,6 +40,8 @@ MEMORY = "memory"
 GPU = "example.com/gpu"
 DEFAULT_SCHEDULER = "default-scheduler"
 VOLCANO = "volcano"
+#: The job kind of an always-on service: its pods never finish, so it is never "completed".
+SERVICE_KIND = "Deployment"
 GROUP_ANNOTATION = "scheduling.k8s.io/group-name"
 #: Priority classes every cluster has (kube-apiserver creates them).
 SYSTEM_PRIORITY_CLASSES = {"system-cluster-critical": 2_000_000_000,
@@ -431,7 +433,7 @@ def _parse_doc(doc: _Doc, step: ApplyStep, priorities: dict[str, int]) -> None:
             if p.world_size != 1:
                 raise doc.err("spec.template.spec.containers[].env.WORLD_SIZE",
                               "must be 1 for a Deployment (its replicas are independent)")
-        step.jobs.append(JobSpec(name=name, kind="Deployment", pods=pods, source=doc.source))
+        step.jobs.append(JobSpec(name=name, kind=SERVICE_KIND, pods=pods, source=doc.source))
     elif kind == "PodGroup":
         min_member = doc.get("spec.minMember", kind=int)
         if min_member < 1:
@@ -719,10 +721,19 @@ class SchedulingResult:
         return out
 
     def summary(self) -> str:
-        """A readable multi-line summary (what the CLI prints)."""
+        """A readable multi-line summary (what the CLI prints).
+
+        Its first line counts the *training* jobs that completed; an always-on service (a
+        Deployment) never completes, so it is named apart rather than counted as unfinished.
+        """
         m = self.metrics
+        training = [j for j in self.jobs.values() if j.kind != SERVICE_KIND]
+        services = len(self.jobs) - len(training)
+        done = f"training jobs completed={sum(j.state == 'completed' for j in training)}/{len(training)}"
+        if services:
+            done += f" (+{services} always-on service{'s' if services > 1 else ''})"
         lines = [f"scheduler={self.scheduler} backend={self.backend} gridlocked={self.gridlocked} "
-                 f"jobs_completed={m['jobs_completed']}/{m['jobs_total']} "
+                 f"{done} "
                  f"makespan={_fmt(m['makespan'])} s waste={m['waste_gpu_seconds']:.0f} GPU-s "
                  f"end={m['end_time']:.0f} s"]
         lines.append(f"{'job':24} {'kind':10} {'pods':>4} {'min':>4} {'bound':>5} {'pend':>4} "
