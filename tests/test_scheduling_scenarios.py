@@ -7,6 +7,7 @@ import subprocess
 import sys
 
 import matplotlib
+import matplotlib.pyplot as plt
 import pytest
 
 from helpers import paths, scheduling
@@ -131,6 +132,24 @@ def test_plots_render_headless():
     ax = plots.gantt(d.to_dict()).axes[0]
     assert len(ax.get_yticklabels()) == 6  # 3 nodes x 2 GPU lanes
     assert "GRIDLOCKED" in ax.get_title()
+
+
+def test_compared_panels_share_one_time_axis_and_keep_every_gpu_lane():
+    """Side by side, both columns span the same time; an unused GPU still has its lane; the
+    "allocated" curve stays visible where "working" runs on top of it."""
+    two = {"default": scheduling.run_scenario("two-jobs", "default-pods"),
+           "volcano": scheduling.run_scenario("two-jobs", "volcano")}
+    assert two["default"].metrics["end_time"] != two["volcano"].metrics["end_time"]
+    fig = plots.compare(two)
+    assert len({ax.get_xlim() for ax in fig.axes if ax.get_xlabel() == "time (s)"}) == 1
+    volcano = two["volcano"]
+    gpus = sum(n["allocatable"]["example.com/gpu"] for n in volcano.to_dict()["nodes"].values())
+    # One of the 6 GPUs is never used in this run: it keeps its (empty) lane.
+    assert len(plots.gantt(volcano).axes[0].get_yticklabels()) == gpus
+    lines = {ln.get_label(): ln for ln in plots.utilisation(volcano).axes[0].get_lines()}
+    assert lines["allocated"].get_linewidth() > lines["working"].get_linewidth()
+    assert lines["working"].get_linestyle() == "--"
+    plt.close("all")
 
 
 def test_training_operator_patch_targets_the_deployment_template():
