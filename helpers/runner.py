@@ -140,7 +140,7 @@ def run_all(
 
     from helpers import backend as backends
 
-    stream = stream or sys.stdout  # looked up at call time, so a redirected stdout is honoured
+    stream = sys.stdout if stream is None else stream  # at call time: a redirected stdout is honoured
     build = build_dir or paths.build_dir()
     labs = lab_notebooks(selected)
     if not labs:
