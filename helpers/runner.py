@@ -12,6 +12,7 @@ Usage::
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from dataclasses import dataclass
@@ -21,6 +22,8 @@ from helpers import paths
 from helpers.errors import cli_errors
 
 KERNEL = "python3"
+#: Set by a Jupyter server for the kernels of its sessions (and so inherited by their children).
+SESSION_ENV = "JPY_SESSION_NAME"
 
 
 def ipc_kernel_manager():
@@ -36,6 +39,13 @@ def ipc_kernel_manager():
             # The socket files live in the temp dir, not in the working directory.
             kwargs.setdefault("ip", str(Path(tempfile.gettempdir()) / f"kflabs-{uuid.uuid4().hex[:12]}"))
             super().__init__(**kwargs)
+
+        async def _async_pre_start_kernel(self, **kw):
+            # A run started from inside JupyterLab would hand its kernel the notebook's
+            # session name; without it a lab knows nobody is looking (the explorer stays off).
+            env = kw.get("env", os.environ)
+            kw["env"] = {k: v for k, v in env.items() if k != SESSION_ENV}
+            return await super()._async_pre_start_kernel(**kw)
 
     return IPCKernelManager
 

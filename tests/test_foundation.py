@@ -254,3 +254,16 @@ def test_repo_has_no_committed_outputs_dirs():
     ignored = (ROOT / ".gitignore").read_text().split()
     assert "build/" in ignored and ".venv/" in ignored
     assert Path(ROOT / ".ci" / "run").read_text().strip().endswith("make test")
+
+
+def test_lab_kernels_never_inherit_a_jupyter_session(tmp_path, monkeypatch):
+    """A run started inside JupyterLab still runs headless: its kernel gets no session name."""
+    import nbformat
+
+    monkeypatch.setenv(runner.SESSION_ENV, "/home/me/my-labs/01_gridlock_vs_gang.ipynb")
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(
+        f"import os\nassert {runner.SESSION_ENV!r} not in os.environ, os.environ[{runner.SESSION_ENV!r}]")])
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nbformat.write(nb, tmp_path / "probe.ipynb")
+    run = runner.run_lab(tmp_path / "probe.ipynb", parameters={}, output_notebook=tmp_path / "out.ipynb")
+    assert run.status == "ok", run.error

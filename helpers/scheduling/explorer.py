@@ -91,7 +91,8 @@ def live_widgets() -> bool:
     with ipywidgets installed: a frontend is there to draw widgets.
 
     The server tells its kernels their notebook through ``JPY_SESSION_NAME``; papermill and
-    nbval start kernels without it, and a plain Python has no kernel at all.
+    nbval start kernels without it (:mod:`helpers.runner` removes it even when started from
+    a notebook), and a plain Python has no kernel at all.
     """
     try:
         from IPython import get_ipython
