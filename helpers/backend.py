@@ -56,15 +56,38 @@ def default_kubeconfig() -> Path:
     return Path(first).expanduser() if first else Path.home() / ".kube" / "config"
 
 
-def _kind_fix() -> str:
-    missing = [tool for tool in ("docker", "kind", "kubectl") if shutil.which(tool) is None]
+#: How to get each command the kind backend (and ``make cluster-up``) needs; ``{kind}`` is its pin.
+TOOL_FIXES = {
+    "docker": "install Docker (https://docs.docker.com/get-docker/) and start it",
+    "kind": "install kind {kind} (https://kind.sigs.k8s.io/docs/user/quick-start/#installation)",
+    "kubectl": "install kubectl (https://kubernetes.io/docs/tasks/tools/)",
+    "git": "install git: kubectl fetches the Training Operator's kustomization with it",
+}
+#: The commands a kind cluster needs on this machine.
+KIND_TOOLS = ("docker", "kind", "kubectl")
+
+
+def tool_fix(tool: str) -> str:
+    """What to do about a missing command (``install ...``), from :data:`TOOL_FIXES`."""
+    from helpers import versions
+
+    return TOOL_FIXES.get(tool, f"install {tool}").format(kind=versions.pin("kind"))
+
+
+def _join(items: list[str]) -> str:
+    return items[0] if len(items) == 1 else ", ".join(items[:-1]) + " and " + items[-1]
+
+
+def _kind_message(problem: str) -> str:
+    """One sentence: what is wrong, which tools (only those) are missing, and what to do."""
+    missing = [tool for tool in KIND_TOOLS if shutil.which(tool) is None]
     if missing:
-        return (
-            f"{', '.join(missing)} not found on PATH: install Docker (https://docs.docker.com/get-docker/),"
-            " kind (https://kind.sigs.k8s.io) and kubectl, then run `make cluster-up`;"
-            ' or run the lab with BACKEND="sim"'
-        )
-    return 'run `make cluster-up` to create it, or run the lab with BACKEND="sim"'
+        verb = "is" if len(missing) == 1 else "are"
+        return (f'BACKEND="kind": {problem}, and {_join(missing)} {verb} not on PATH: '
+                f"{'; '.join(tool_fix(t) for t in missing)}; then run `make cluster-up`, "
+                'or run the lab with BACKEND="sim".')
+    return (f'BACKEND="kind": {problem}: run `make cluster-up` to create the cluster, '
+            'or run the lab with BACKEND="sim".')
 
 
 def probe(kubeconfig: Path, context: str | None, timeout: float = 3.0) -> str | None:
@@ -97,7 +120,7 @@ def _check(name: str, kubeconfig: str | None, context: str | None) -> Backend:
         ctx = context or KIND_CONTEXT
         problem = probe(cfg, ctx)
         if problem:
-            raise BackendUnavailable(f'BACKEND="kind": {problem}. Fix: {_kind_fix()}.')
+            raise BackendUnavailable(_kind_message(problem))
         return Backend("kind", f"kind cluster reachable through context {ctx}", str(cfg), ctx)
     cfg = Path(kubeconfig).expanduser() if kubeconfig else kwok_kubeconfig()
     problem = probe(cfg, context)

@@ -80,12 +80,6 @@ TRANSIENT_ERRORS = (
     "can only submit job to queue with state `open`",
 )
 
-_TOOL_FIXES = {
-    "docker": "install Docker (https://docs.docker.com/get-docker/) and start it",
-    "kind": "install kind {kind} (https://kind.sigs.k8s.io/docs/user/quick-start/#installation)",
-    "kubectl": "install kubectl (https://kubernetes.io/docs/tasks/tools/)",
-    "git": "install git: kubectl fetches the Training Operator's kustomization with it",
-}
 
 
 class CommandFailed(LabError):
@@ -106,8 +100,7 @@ class CommandFailed(LabError):
 
 
 # --------------------------------------------------------------------------- commands
-def _fix(tool: str) -> str:
-    return _TOOL_FIXES.get(tool, f"install {tool}").format(kind=versions.pin("kind"))
+_fix = backend.tool_fix
 
 
 def require_tools(*tools: str) -> dict[str, str]:

@@ -21,7 +21,7 @@ from typing import Any
 import yaml
 
 from helpers import paths
-from helpers.errors import LabError, ManifestError
+from helpers.errors import LabError, ManifestError, yaml_problem
 
 #: Field manager recorded on every object the kit applies.
 FIELD_MANAGER = "kflabs"
@@ -154,7 +154,7 @@ def load_manifests(path: str | Path) -> list[dict]:
         try:
             loaded = list(yaml.safe_load_all(f.read_text()))
         except yaml.YAMLError as exc:
-            raise ManifestError(f"{f}: not valid YAML ({exc})") from None
+            raise ManifestError(f"{f}: not valid YAML: {yaml_problem(exc)}") from None
         for i, doc in enumerate(loaded):
             if doc is None:
                 continue

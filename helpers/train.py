@@ -24,12 +24,15 @@ from pathlib import Path
 
 from helpers import distributed
 from helpers.errors import cli_errors
+from helpers.model_store import SAVE_FORMATS, prepare_store
+
+# helpers.training (numpy, XGBoost, scikit-learn: seconds to import) is imported only once
+# the arguments and the output folder have been checked, so a mistyped option is refused
+# at once rather than after the imports.
 
 
 def build_parser() -> argparse.ArgumentParser:
     """The command-line interface of ``python -m helpers.train``."""
-    from helpers import training
-
     parser = argparse.ArgumentParser(
         prog="python -m helpers.train",
         description="Train the Iris XGBoost classifier and save it into a model store.")
@@ -37,13 +40,13 @@ def build_parser() -> argparse.ArgumentParser:
                         help="model store folder (the PVC mount on a cluster); the model goes "
                              "to OUTPUT_DIR/NAME/model.FORMAT")
     parser.add_argument("--seed", type=int, default=42, help="seed of the split and of XGBoost")
-    parser.add_argument("--format", choices=training.FORMATS, default="json", dest="fmt",
+    parser.add_argument("--format", choices=SAVE_FORMATS, default="json", dest="fmt",
                         help="XGBoost's own format: json (readable) or ubj (binary JSON)")
     parser.add_argument("--name", default="iris",
                         help="model folder name, also the name KServe serves it under")
-    parser.add_argument("--n-estimators", type=int,
-                        default=training.DEFAULT_PARAMS["n_estimators"],
-                        help="boosting rounds (trees per class)")
+    parser.add_argument("--n-estimators", type=int, default=None,
+                        help="boosting rounds (trees per class; default: the lab's, "
+                             "helpers.training.DEFAULT_PARAMS)")
     parser.add_argument("--test-fraction", type=float, default=0.3,
                         help="share of each species held out for evaluation (0 < f < 1)")
     parser.add_argument("--onnx", action="store_true",
@@ -71,11 +74,11 @@ def main(argv: list[str] | None = None) -> int:
             sys.modules.setdefault(unused, None)
     parser = build_parser()
     args = parser.parse_args(argv)
-    if args.n_estimators < 1:
+    if args.n_estimators is not None and args.n_estimators < 1:
         parser.error(f"--n-estimators must be at least 1, got {args.n_estimators}")
     # A command resolves relative paths against the working directory, as users expect
     # of a command (the labs resolve theirs against the repository root instead).
-    store = Path(args.output_dir).expanduser().resolve()
+    store = prepare_store(Path(args.output_dir).expanduser().resolve())
     if args.parent_pid is not None:
         from helpers.processes import die_with_parent
 
@@ -86,10 +89,10 @@ def main(argv: list[str] | None = None) -> int:
     from helpers import training
 
     world = f"rank {rdv.rank} of {rdv.world_size} ({rdv.launcher}): " if rdv else ""
+    rounds = {} if args.n_estimators is None else {"n_estimators": args.n_estimators}
     try:
-        result = training.train(seed=args.seed, test_fraction=args.test_fraction,
-                                n_estimators=args.n_estimators, rendezvous=rdv,
-                                join_timeout=args.join_timeout)
+        result = training.train(seed=args.seed, test_fraction=args.test_fraction, **rounds,
+                                rendezvous=rdv, join_timeout=args.join_timeout)
     except distributed.RendezvousError as exc:
         if args.report_json:
             distributed.report(args.report_json, ok=False, error=str(exc),

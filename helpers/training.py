@@ -26,7 +26,7 @@ import xgboost as xgb
 from helpers import distributed, paths
 from helpers.distributed import Rendezvous
 from helpers.errors import LabError, ModelStoreError
-from helpers.model_store import XGBOOST_EXTENSIONS, find_model_file
+from helpers.model_store import SAVE_FORMATS, XGBOOST_EXTENSIONS, find_model_file
 
 if TYPE_CHECKING:  # matplotlib is imported only when a picture is drawn (the CLI never does)
     from matplotlib.figure import Figure
@@ -37,8 +37,8 @@ FEATURE_NAMES: tuple[str, ...] = (
 )
 #: Species, in class-index order (0, 1, 2).
 CLASS_NAMES: tuple[str, ...] = ("setosa", "versicolor", "virginica")
-#: Formats XGBoost's own ``save_model()`` writes; the file extension selects the format.
-FORMATS: tuple[str, ...] = ("json", "ubj")
+#: Formats XGBoost's own ``save_model()`` writes (:data:`helpers.model_store.SAVE_FORMATS`).
+FORMATS: tuple[str, ...] = SAVE_FORMATS
 #: Hyper-parameters of the course's XGBoostJob (objective multi:softprob, 3 classes,
 #: 10 trees per class, learning rate 0.1). ``max_depth`` 3 keeps the trees small; n_jobs 1
 #: because Iris is tiny (threads cost more than they save) and the lab machines are shared.

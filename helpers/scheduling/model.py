@@ -32,7 +32,7 @@ from typing import Any
 
 import yaml
 
-from helpers.errors import ManifestError
+from helpers.errors import ManifestError, yaml_problem
 
 #: Resource names of the model. ``pods`` is the node's pod-count limit, not a request.
 CPU = "cpu"
@@ -40,6 +40,8 @@ MEMORY = "memory"
 GPU = "example.com/gpu"
 DEFAULT_SCHEDULER = "default-scheduler"
 VOLCANO = "volcano"
+#: The job kind of an always-on service: its pods never finish, so it is never "completed".
+SERVICE_KIND = "Deployment"
 GROUP_ANNOTATION = "scheduling.k8s.io/group-name"
 #: Priority classes every cluster has (kube-apiserver creates them).
 SYSTEM_PRIORITY_CLASSES = {"system-cluster-critical": 2_000_000_000,
@@ -406,9 +408,14 @@ def _parse_doc(doc: _Doc, step: ApplyStep, priorities: dict[str, int]) -> None:
         step.bare_pods.append(pod)
         step.jobs.append(JobSpec(name=pod.job, kind="Pods", pods=[pod], source=doc.source))
     elif key == "batch/v1/Job":
-        mode = doc.get("spec.completionMode", kind=str)
+        mode = doc.get("spec.completionMode", "NonIndexed", kind=str)  # Kubernetes' default
         if mode != "Indexed":
-            raise doc.err("spec.completionMode", f"{mode!r} is not modelled (supported: Indexed)")
+            raise doc.err("spec.completionMode", (
+                f"{mode!r}{' (the default when unset)' if mode == 'NonIndexed' else ''} is not modelled: "
+                "the model supports Indexed Jobs (supported: Indexed), whose pods get stable indices "
+                "(<job>-0, <job>-1, ..., JOB_COMPLETION_INDEX) that distributed workers use as ranks "
+                "and that fix the order the Job controller creates them in; add "
+                "`completionMode: Indexed` to the Job's spec"))
         completions = doc.get("spec.completions", kind=int)
         parallelism = doc.get("spec.parallelism", kind=int)
         if parallelism != completions or completions < 1:
@@ -426,7 +433,7 @@ def _parse_doc(doc: _Doc, step: ApplyStep, priorities: dict[str, int]) -> None:
             if p.world_size != 1:
                 raise doc.err("spec.template.spec.containers[].env.WORLD_SIZE",
                               "must be 1 for a Deployment (its replicas are independent)")
-        step.jobs.append(JobSpec(name=name, kind="Deployment", pods=pods, source=doc.source))
+        step.jobs.append(JobSpec(name=name, kind=SERVICE_KIND, pods=pods, source=doc.source))
     elif kind == "PodGroup":
         min_member = doc.get("spec.minMember", kind=int)
         if min_member < 1:
@@ -561,7 +568,7 @@ def load_manifests(paths: list[str | Path] | str | Path) -> Manifests:
         try:
             docs = [d for d in yaml.safe_load_all(f.read_text()) if d is not None]
         except yaml.YAMLError as exc:
-            raise ManifestError(f"{source}: not valid YAML ({str(exc).splitlines()[0]})") from None
+            raise ManifestError(f"{source}: not valid YAML: {yaml_problem(exc)}") from None
         step = ApplyStep(source=source)
         for i, data in enumerate(docs):
             if not isinstance(data, dict):
@@ -714,10 +721,19 @@ class SchedulingResult:
         return out
 
     def summary(self) -> str:
-        """A readable multi-line summary (what the CLI prints)."""
+        """A readable multi-line summary (what the CLI prints).
+
+        Its first line counts the *training* jobs that completed; an always-on service (a
+        Deployment) never completes, so it is named apart rather than counted as unfinished.
+        """
         m = self.metrics
+        training = [j for j in self.jobs.values() if j.kind != SERVICE_KIND]
+        services = len(self.jobs) - len(training)
+        done = f"training jobs completed={sum(j.state == 'completed' for j in training)}/{len(training)}"
+        if services:
+            done += f" (+{services} always-on service{'s' if services > 1 else ''})"
         lines = [f"scheduler={self.scheduler} backend={self.backend} gridlocked={self.gridlocked} "
-                 f"jobs_completed={m['jobs_completed']}/{m['jobs_total']} "
+                 f"{done} "
                  f"makespan={_fmt(m['makespan'])} s waste={m['waste_gpu_seconds']:.0f} GPU-s "
                  f"end={m['end_time']:.0f} s"]
         lines.append(f"{'job':24} {'kind':10} {'pods':>4} {'min':>4} {'bound':>5} {'pend':>4} "
