@@ -193,6 +193,7 @@ class GangScheduler(KubeScheduler):
         for pod, _node in group.waiting:
             sim.unreserve(pod)
             sim.log("FailedScheduling", f"pod/{pod.name}", MSG_TIMEOUT)
+            pod.failed_once = False  # its next failure for lack of room is an event again
             self.resources_freed()  # Forget of an assumed pod counts as an assigned pod deletion
             self.rejected[pod.seq] = self._entry(pod, sim.t)
         group.waiting.clear()

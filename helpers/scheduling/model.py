@@ -801,6 +801,22 @@ class SchedulingResult:
                 out[queue] = out.get(queue, 0) + 1
         return out
 
+    def pending_reasons(self) -> dict[str, str]:
+        """Why each Pending pod is not placed: the last scheduling event naming it.
+
+        ``Gated`` (kube-scheduler's GangScheduling PreEnqueue kept it out of the queue: the
+        model's event; a real scheduler records none), ``WaitingOnPermit`` (reserved, waiting
+        for its gang) or ``FailedScheduling`` (no node fits, or its gang's Permit timed out).
+        Pods with no such event map to ``"no scheduling event"``.
+        """
+        last: dict[str, str] = {}
+        for e in self.events:
+            if e["type"] in ("Gated", "WaitingOnPermit", "FailedScheduling") \
+                    and e["object"].startswith("pod/"):
+                last[e["object"][4:]] = f"{e['type']}: {e['message']}"
+        return {name: last.get(name, "no scheduling event") for name, pod in self.pods.items()
+                if pod["phase"] == "Pending"}
+
     def summary(self) -> str:
         """A readable multi-line summary (what the CLI prints)."""
         m = self.metrics

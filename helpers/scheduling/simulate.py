@@ -15,7 +15,10 @@ Workload semantics: a worker's container starts ``pod_start_seconds`` after bind
 waits until ``WORLD_SIZE`` peers of its job are running (the DNS rendezvous), works
 ``WORK_SECONDS`` and exits, which frees its resources. ``WORLD_SIZE: 1`` pods work alone.
 
-Creation order: bare pods in manifest order (the order the lessons rely on). For
+Creation order: bare pods in manifest order (the order the lessons rely on); with
+``scheduler="gang"`` kube-scheduler drains its queue after each one, as a real scheduler
+keeps up with the API calls that create them (which decides which of two gangs completes its
+quorum first). For
 ``batch/v1`` Jobs and Deployments applied in the same file, the controllers' slow-start
 batches (1, 2, 4, ... pods) of every workload interleave round-robin, batch by batch.
 **Known simplification:** that lockstep is one order the real controllers can produce, not
@@ -445,6 +448,10 @@ class Simulation:
                 batched.append(job)
         for p in step.bare_pods:  # bare pods: created one by one in document order
             self._create_pod(self.jobs[p.job], p)
+            if self.scheduler_mode == "gang":
+                # kube-scheduler's cycles (about a millisecond) outpace the API calls that create
+                # the pods, so a gang whose last pod arrives is placed before the next pod exists.
+                self.kube.drain()
         self._controller_create(batched)
 
     def _controller_create(self, jobs: list[JobState]) -> None:
