@@ -101,7 +101,8 @@ def test_ports_follow_the_base_and_reject_nonsense(monkeypatch):
         controlplane.ports()
 
 
-def test_workload_api_is_switched_on_for_the_apiserver_and_the_scheduler(tmp_path):
+def test_workload_api_is_switched_on_for_the_apiserver_and_the_scheduler(monkeypatch, tmp_path):
+    monkeypatch.setattr(controlplane.ssl, "create_default_context", lambda **_: None)  # no CA yet
     comps = {c.name: c.argv for c in controlplane._components(tmp_path, controlplane.ports(), "t")}
     assert "--feature-gates=GenericWorkload=true" in comps["kube-apiserver"]
     assert "--runtime-config=scheduling.k8s.io/v1alpha1=true" in comps["kube-apiserver"]
