@@ -24,6 +24,7 @@ The public result of a run, :class:`SchedulingResult`, is the shape every backen
 
 from __future__ import annotations
 
+import bisect
 import math
 import re
 from dataclasses import asdict, dataclass, field
@@ -800,6 +801,17 @@ class SchedulingResult:
             if queue is not None:
                 out[queue] = out.get(queue, 0) + 1
         return out
+
+    def held_idle(self, t: float) -> int:
+        """Units of the scarce resource held at time ``t`` by pods that do no work.
+
+        From ``metrics["utilisation"]`` (allocated minus working). With kube-scheduler's gang
+        plugin the model counts nodes reserved at Permit as allocated; a cluster backend sees
+        bound pods only.
+        """
+        u = self.metrics["utilisation"]
+        i = bisect.bisect_right(u["t"], t) - 1
+        return 0 if i < 0 else u["allocated"][i] - u["working"][i]
 
     def pending_reasons(self) -> dict[str, str]:
         """Why each Pending pod is not placed: the last scheduling event naming it.
