@@ -129,7 +129,10 @@ class GangScheduler(KubeScheduler):
         group = self.groups.setdefault(ref, GroupState(ref))
         group.pods.append(pod)
         self._enqueue(pod, self._entry(pod, self.sim.t))
-        self._requeue_group(lambda p: p.spec.workload_ref == ref)
+        # The Pod/Add event re-runs PreEnqueue for the group's gated pods; their answer can
+        # only change when this pod completed the quorum (skipping the rest saves O(n^2)).
+        if pod.seq not in self.gated or any(m.seq in self.rejected for m in group.pods):
+            self._requeue_group(group)
 
     def workload_added(self, workload: WorkloadSpec) -> None:
         """A Workload is created: PreEnqueue runs again for the pods naming it."""
@@ -137,16 +140,16 @@ class GangScheduler(KubeScheduler):
         self.sim.log("Created", f"workload/{workload.name}", ", ".join(
             f"podGroup {g}: " + ("basic" if n is None else f"gang minCount {n}")
             for g, n in workload.pod_groups.items()))
-        self._requeue_group(lambda p: p.spec.workload_ref[0] == workload.name)
+        for group in [g for key, g in self.groups.items() if key[0] == workload.name]:
+            self._requeue_group(group)
 
-    def _requeue_group(self, match) -> None:
-        for pod, _reason, entry in list(self.gated.values()):
-            if match(pod):
-                self._enqueue(pod, entry)
-        for seq, entry in list(self.rejected.items()):
-            if match(entry[-1]):
-                del self.rejected[seq]
-                heapq.heappush(self.active, entry)
+    def _requeue_group(self, group: GroupState) -> None:
+        """The group's gated pods run PreEnqueue again; its rejected pods re-enter the queue."""
+        for pod in group.pods:
+            if pod.seq in self.gated:
+                self._enqueue(pod, self.gated[pod.seq][2])
+            elif pod.seq in self.rejected:
+                heapq.heappush(self.active, self.rejected.pop(pod.seq))
 
     # ------------------------------------------------------------------ Reserve / Permit
     def place(self, pod: PodState, node: int) -> None:
@@ -179,11 +182,10 @@ class GangScheduler(KubeScheduler):
                 f"reserved; node {sim.cluster.nodes[node].name} held until "
                 f"{group.deadline:.0f} s)")
         # Activate: the group's unscheduled pods are retried at once.
-        for seq, entry in list(self.unschedulable.items()):
-            if entry[-1].spec.workload_ref == ref:
-                del self.unschedulable[seq]
-                heapq.heappush(self.active, entry)
-        self._requeue_group(lambda p: p.spec.workload_ref == ref)
+        for member in group.pods:
+            if member.seq in self.unschedulable:
+                heapq.heappush(self.active, self.unschedulable.pop(member.seq))
+        self._requeue_group(group)
 
     def permit_timeout(self, ref: tuple[str, str]) -> None:
         """The group's deadline passed: reject every waiting pod and release its node."""

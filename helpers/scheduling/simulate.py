@@ -243,6 +243,7 @@ class _Event:
     seq: int
     kind: str = field(compare=False)
     payload: Any = field(compare=False)
+    cancelled: bool = field(default=False, compare=False)
 
 
 class Simulation:
@@ -323,8 +324,7 @@ class Simulation:
 
     def cancel(self, event: _Event) -> None:
         """Drop a queued event that no longer applies (a gang bound before its timeout)."""
-        self._events = [e for e in self._events if e is not event]
-        heapq.heapify(self._events)
+        event.cancelled = True
 
     def _check_installed(self) -> None:
         workloads = self.manifests.workloads
@@ -608,6 +608,8 @@ class Simulation:
         """Run to quiescence (or the horizon) and build the result."""
         cfg = self.config
         while True:
+            while self._events and self._events[0].cancelled:
+                heapq.heappop(self._events)
             next_t = self._events[0].t if self._events else None
             session_t = self.volcano.next_session(self.t) if self.volcano else None
             candidates = [x for x in (next_t, session_t) if x is not None]
@@ -619,6 +621,8 @@ class Simulation:
             self.t = t
             while self._events and self._events[0].t <= t:
                 ev = heapq.heappop(self._events)
+                if ev.cancelled:
+                    continue
                 self.steps += 1
                 if self.steps > cfg.max_steps:
                     raise LabError(f"simulation exceeded {cfg.max_steps} events; shrink the scenario "
