@@ -24,6 +24,7 @@ The public result of a run, :class:`SchedulingResult`, is the shape every backen
 
 from __future__ import annotations
 
+import bisect
 import math
 import re
 from dataclasses import asdict, dataclass, field
@@ -55,7 +56,12 @@ SUPPORTED_KINDS = (
     "v1/Namespace", "v1/Service", "v1/Pod", "batch/v1/Job", "apps/v1/Deployment",
     "scheduling.k8s.io/v1/PriorityClass", "scheduling.volcano.sh/v1beta1/PodGroup",
     "scheduling.volcano.sh/v1beta1/Queue", "batch.volcano.sh/v1alpha1/Job",
+    "scheduling.k8s.io/v1alpha1/Workload",
 )
+#: Kubernetes 1.35's limit on ``spec.podGroups`` of a Workload (``WorkloadMaxPodGroups``).
+WORKLOAD_MAX_POD_GROUPS = 8
+_DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+_DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")
 
 _BIN = {"Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40, "Pi": 2**50, "Ei": 2**60}
 _DEC = {"n": 1e-9, "u": 1e-6, "m": 1e-3, "": 1, "k": 1e3, "M": 1e6, "G": 1e9, "T": 1e12,
@@ -116,6 +122,8 @@ class PodSpec:
     scheduler_name: str = DEFAULT_SCHEDULER
     priority: int = 0
     group: str | None = None
+    #: ``spec.workloadRef`` as ``(workload name, podGroup name)`` (Workload API, 1.35 alpha).
+    workload_ref: tuple[str, str] | None = None
     world_size: int = 1
     work_seconds: float | None = 60.0  # None: runs forever (a service)
     source: str = ""
@@ -133,6 +141,19 @@ class PodGroupSpec:
     source: str = ""
     #: Set for the PodGroup a Volcano Job controller creates (pods come once it is Inqueue).
     vcjob: str | None = None
+
+
+@dataclass
+class WorkloadSpec:
+    """A ``scheduling.k8s.io/v1alpha1`` Workload: its pod groups and their gang ``minCount``.
+
+    ``pod_groups`` maps each pod group's name to its ``policy.gang.minCount``, or None for
+    ``policy.basic`` (pods scheduled one at a time, as without a Workload).
+    """
+
+    name: str
+    pod_groups: dict[str, int | None]
+    source: str = ""
 
 
 @dataclass
@@ -167,6 +188,7 @@ class ApplyStep:
     jobs: list[JobSpec] = field(default_factory=list)
     podgroups: list[PodGroupSpec] = field(default_factory=list)
     queues: list[QueueSpec] = field(default_factory=list)
+    workloads: list[WorkloadSpec] = field(default_factory=list)
     services: list[str] = field(default_factory=list)
     namespaces: list[str] = field(default_factory=list)
     priority_classes: dict[str, int] = field(default_factory=dict)
@@ -195,6 +217,11 @@ class Manifests:
         """All Queues in apply order."""
         return [q for s in self.steps for q in s.queues]
 
+    @property
+    def workloads(self) -> list[WorkloadSpec]:
+        """All Workloads (kube-scheduler's gang groups) in apply order."""
+        return [w for s in self.steps for w in s.workloads]
+
     def select(self, keep) -> Manifests:
         """A copy keeping only workloads (and their PodGroups) whose name satisfies ``keep``.
 
@@ -206,6 +233,7 @@ class Manifests:
             steps.append(ApplyStep(
                 source=s.source, jobs=[j for j in s.jobs if keep(j.name)],
                 podgroups=[g for g in s.podgroups if keep(g.name)], queues=list(s.queues),
+                workloads=[w for w in s.workloads if keep(w.name)],
                 services=list(s.services), namespaces=list(s.namespaces),
                 priority_classes=dict(s.priority_classes),
                 bare_pods=[p for p in s.bare_pods if keep(p.job)]))
@@ -363,13 +391,72 @@ def _pod_template(doc: _Doc, spec_path: str, *, name: str, job: str, steps_prior
     if "priority" in spec and spec["priority"] != priority:
         raise doc.err(f"{spec_path}.priority", f"{spec['priority']!r} disagrees with priorityClassName "
                       f"{pc or '(none)'} = {priority}; the API server would reject it")
+    ref = _workload_ref(doc, spec_path, spec, scheduler)
     return PodSpec(name=name, job=job, requests=requests, scheduler_name=scheduler, priority=priority,
-                   group=group, world_size=world, work_seconds=work, source=doc.source)
+                   group=group, workload_ref=ref, world_size=world, work_seconds=work,
+                   source=doc.source)
+
+
+def _workload_ref(doc: _Doc, spec_path: str, spec: dict, scheduler: str) -> tuple[str, str] | None:
+    ref = spec.get("workloadRef")
+    if ref is None:
+        return None
+    path = f"{spec_path}.workloadRef"
+    if not isinstance(ref, dict):
+        raise doc.err(path, "must be a mapping {name, podGroup}")
+    if ref.get("podGroupReplicaKey"):
+        raise doc.err(f"{path}.podGroupReplicaKey", "is not modelled (one replica per pod group)")
+    unknown = sorted(set(ref) - {"name", "podGroup", "podGroupReplicaKey"})
+    if unknown:
+        raise doc.err(f"{path}.{unknown[0]}", "is not a WorkloadReference field "
+                      "(fields: name, podGroup, podGroupReplicaKey)")
+    name, group = ref.get("name"), ref.get("podGroup")
+    for fname, value, pattern, what in (("name", name, _DNS_SUBDOMAIN, "DNS subdomain"),
+                                        ("podGroup", group, _DNS_LABEL, "DNS label")):
+        if not isinstance(value, str) or not pattern.match(value):
+            raise doc.err(f"{path}.{fname}", f"is required and must be a {what}, got {value!r}")
+    if scheduler != DEFAULT_SCHEDULER:
+        raise doc.err(path, f"only kube-scheduler reads it (its GangScheduling plugin), but the pod "
+                      f"names schedulerName {scheduler!r}: use {DEFAULT_SCHEDULER} or drop workloadRef")
+    return name, group
+
+
+def _parse_workload(doc: _Doc, step: ApplyStep, name: str) -> None:
+    doc.get("spec", kind=dict)
+    groups = doc.get("spec.podGroups", kind=list)
+    if not groups or len(groups) > WORKLOAD_MAX_POD_GROUPS:
+        raise doc.err("spec.podGroups", f"must have 1 to {WORKLOAD_MAX_POD_GROUPS} items, got {len(groups)}")
+    ref = doc.get("spec.controllerRef", None, kind=dict)
+    if ref is not None and not (ref.get("kind") and ref.get("name")):
+        raise doc.err("spec.controllerRef", "needs kind and name (apiGroup is optional)")
+    pod_groups: dict[str, int | None] = {}
+    for i, g in enumerate(groups):
+        path = f"spec.podGroups[{i}]"
+        if not isinstance(g, dict):
+            raise doc.err(path, "must be a mapping {name, policy}")
+        gname = g.get("name")
+        if not isinstance(gname, str) or not _DNS_LABEL.match(gname):
+            raise doc.err(f"{path}.name", f"is required and must be a DNS label, got {gname!r}")
+        if gname in pod_groups:
+            raise doc.err(f"{path}.name", f"duplicate pod group {gname!r}")
+        policy = g.get("policy")
+        if not isinstance(policy, dict) or len({"basic", "gang"} & set(policy)) != 1 \
+                or set(policy) - {"basic", "gang"}:
+            raise doc.err(f"{path}.policy", "exactly one of `basic`, `gang` is required")
+        if "basic" in policy:
+            pod_groups[gname] = None
+            continue
+        gang = policy["gang"]
+        count = gang.get("minCount") if isinstance(gang, dict) else None
+        if not isinstance(count, int) or isinstance(count, bool) or count < 1:
+            raise doc.err(f"{path}.policy.gang.minCount", f"must be a positive integer, got {count!r}")
+        pod_groups[gname] = count
+    step.workloads.append(WorkloadSpec(name=name, pod_groups=pod_groups, source=doc.source))
 
 
 def _name(doc: _Doc) -> str:
     name = doc.get("metadata.name", kind=str)
-    if not re.match(r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$", name):
+    if not _DNS_SUBDOMAIN.match(name):
         raise doc.err("metadata.name", f"{name!r} is not a valid Kubernetes name")
     return name
 
@@ -446,6 +533,8 @@ def _parse_doc(doc: _Doc, step: ApplyStep, priorities: dict[str, int]) -> None:
             name=name, min_member=min_member, queue=doc.get("spec.queue", "default", kind=str),
             min_resources=None if mr is None else _resources_map(doc, "spec.minResources", mr),
             priority=priorities.get(pc, 0), source=doc.source))
+    elif kind == "Workload":
+        _parse_workload(doc, step, name)
     elif kind == "Queue":
         weight = doc.get("spec.weight", kind=int)
         if weight < 1:
@@ -719,6 +808,33 @@ class SchedulingResult:
             if queue is not None:
                 out[queue] = out.get(queue, 0) + 1
         return out
+
+    def held_idle(self, t: float) -> int:
+        """Units of the scarce resource held at time ``t`` by pods that do no work.
+
+        From ``metrics["utilisation"]`` (allocated minus working). With kube-scheduler's gang
+        plugin the model counts nodes reserved at Permit as allocated; a cluster backend sees
+        bound pods only.
+        """
+        u = self.metrics["utilisation"]
+        i = bisect.bisect_right(u["t"], t) - 1
+        return 0 if i < 0 else u["allocated"][i] - u["working"][i]
+
+    def pending_reasons(self) -> dict[str, str]:
+        """Why each Pending pod is not placed: the last scheduling event naming it.
+
+        ``Gated`` (kube-scheduler's GangScheduling PreEnqueue kept it out of the queue: the
+        model's event; a real scheduler records none), ``WaitingOnPermit`` (reserved, waiting
+        for its gang) or ``FailedScheduling`` (no node fits, or its gang's Permit timed out).
+        Pods with no such event map to ``"no scheduling event"``.
+        """
+        last: dict[str, str] = {}
+        for e in self.events:
+            if e["type"] in ("Gated", "WaitingOnPermit", "FailedScheduling") \
+                    and e["object"].startswith("pod/"):
+                last[e["object"][4:]] = f"{e['type']}: {e['message']}"
+        return {name: last.get(name, "no scheduling event") for name, pod in self.pods.items()
+                if pod["phase"] == "Pending"}
 
     def summary(self) -> str:
         """A readable multi-line summary (what the CLI prints).
