@@ -7,20 +7,26 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 BUILD  := build
 
-.PHONY: help setup run test bench jupyter clean lock lint student grade controlplane-build controlplane-up controlplane-down cluster-up cluster-down
+.PHONY: help setup run test bench jupyter clean distclean lock lint student grade controlplane-build controlplane-up controlplane-down cluster-up cluster-down
 
 help:
 	@echo "make run      set up .venv, then run every lab headless on the embedded default"
 	@echo "make test     set up .venv, then run the whole test suite"
 	@echo "make bench    measure speed and memory into build/bench.json"
-	@echo "make jupyter  JupyterLab on labs/, bound to 127.0.0.1"
+	@echo "make jupyter  JupyterLab on your own copies of the labs (my-labs/, made if missing), bound to 127.0.0.1"
+	@echo "make jupyter INSTRUCTOR=1  JupyterLab on the instructor copies in labs/ (solutions, nbgrader)"
 	@echo "make student  student copies of the labs (solutions cleared) into build/student/"
 	@echo "make grade NB=path  grade a submitted notebook with nbval: per-exercise table + score"
 	@echo "make controlplane-up    build (or reuse) and start the Docker-less control plane (BACKEND=kwok)"
 	@echo "make controlplane-down  stop it (safe to run twice)"
 	@echo "make cluster-up    create (or reuse) the kind cluster with Volcano, KServe and the Training Operator (BACKEND=kind)"
 	@echo "make cluster-down  delete the kind cluster (safe to run twice)"
-	@echo "make clean    remove build/ (keeps .venv; 'make distclean' removes it too)"
+	@echo "make setup    create .venv from requirements.lock (every target does this first)"
+	@echo "make lint     ruff over helpers/, tests/ and the notebooks"
+	@echo "make lock     re-resolve requirements.lock after editing pyproject.toml"
+	@echo "make controlplane-build  build the control plane's binaries with Go (skipped, with the reason, without Go)"
+	@echo "make clean    remove build/ (keeps .venv and my-labs/)"
+	@echo "make distclean  remove build/ and .venv"
 
 setup: $(STAMP)
 
@@ -43,8 +49,20 @@ test: $(STAMP) controlplane-build
 bench: $(STAMP)
 	@$(PY) -m helpers.bench
 
+# Learners get their own student copies in $(LEARNER_DIR) (made from labs/ when missing, never
+# overwritten: they hold your answers; `make grade NB=my-labs/03_train_iris_xgboost.ipynb` grades
+# one) and a JupyterLab without nbgrader (jupyter-config/learner switches its extensions off).
+# Instructors: `make jupyter INSTRUCTOR=1` opens labs/ itself, solutions filled in, nbgrader on.
+LEARNER_DIR ?= my-labs
+JUPYTER_LAB = $(VENV)/bin/jupyter lab --ip=127.0.0.1 --no-browser $(if $(filter 0,$(shell id -u)),--allow-root,)
 jupyter: $(STAMP)
-	@$(VENV)/bin/jupyter lab --ip=127.0.0.1 --no-browser --notebook-dir=labs $(if $(filter 0,$(shell id -u)),--allow-root,)
+ifdef INSTRUCTOR
+	@$(JUPYTER_LAB) --notebook-dir=labs
+else
+	@$(PY) -m helpers.grading student --keep-existing --out "$(LEARNER_DIR)"
+	@echo "your copies of the labs: $(LEARNER_DIR)/ (start with 00_setup.ipynb; instructors: make jupyter INSTRUCTOR=1)"
+	@JUPYTER_CONFIG_PATH="$(CURDIR)/jupyter-config/learner" $(JUPYTER_LAB) --notebook-dir="$(LEARNER_DIR)"
+endif
 
 # Student copies: nbgrader's preprocessors clear the solutions and lock the check cells.
 student: $(STAMP)

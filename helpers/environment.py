@@ -80,6 +80,24 @@ def format_rows(rows: list[dict], columns: list[str]) -> str:
     return "\n".join([head, "-" * len(head), *body])
 
 
+def make_help() -> dict[str, str]:
+    """What ``make help`` says of each target: ``{target: description}``, in its order.
+
+    Read from the Makefile's ``help`` recipe (its ``@echo "make <target> ..."`` lines); a
+    target described twice (``make jupyter`` and ``make jupyter INSTRUCTOR=1``) keeps its
+    first description.
+    """
+    import re
+
+    from helpers import paths
+
+    text = (paths.ROOT / "Makefile").read_text()
+    described: dict[str, str] = {}
+    for target, rest in re.findall(r'^\t@echo "make ([a-z][a-z0-9-]*)\s+(.*)"$', text, re.M):
+        described.setdefault(target, rest.strip())
+    return described
+
+
 def make_targets() -> set[str]:
     """The targets the kit's Makefile defines (lab 00 tells which cluster commands exist)."""
     import re

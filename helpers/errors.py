@@ -35,6 +35,19 @@ class ManifestError(LabError):
     """A manifest is malformed or uses something the kit does not support."""
 
 
+def yaml_problem(exc: Exception) -> str:
+    """A PyYAML error in one line, with where it is: ``line 3, column 7: mapping values ...``.
+
+    PyYAML's own text spans several lines (the quoted input and a caret); its marks carry the
+    0-based position, which editors show 1-based.
+    """
+    mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
+    problem = getattr(exc, "problem", None) or (str(exc).splitlines() or [type(exc).__name__])[0]
+    context = getattr(exc, "context", None)
+    where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
+    return f"{where}{problem}" + (f" ({context})" if context else "")
+
+
 class ModelStoreError(LabError):
     """A model directory is missing, empty, corrupt or ambiguous."""
 

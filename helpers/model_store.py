@@ -14,6 +14,8 @@ from pathlib import Path
 
 from helpers.errors import ModelStoreError
 
+#: Formats XGBoost's own ``save_model()`` writes; the file extension selects the format.
+SAVE_FORMATS: tuple[str, ...] = ("json", "ubj")
 #: File extensions KServe's xgbserver accepts, in its order.
 XGBOOST_EXTENSIONS = (".bst", ".json", ".ubj")
 ONNX_EXTENSIONS = (".onnx",)
@@ -33,7 +35,8 @@ def find_model_file(model_dir: str | os.PathLike[str],
         raise ModelStoreError(
             f"model directory {directory} does not exist: expected a folder holding one "
             f"{wanted} file (train and save a model first, e.g. `python -m helpers.train "
-            f"--output-dir {directory.parent}`)"
+            f"--output-dir {directory.parent} --name {directory.name}`, which writes "
+            f"{directory / 'model.json'})"
         )
     if not directory.is_dir():
         raise ModelStoreError(f"{directory} is a file, not a model directory: point at the "
@@ -51,3 +54,22 @@ def find_model_file(model_dir: str | os.PathLike[str],
     if found[0].stat().st_size == 0:
         raise ModelStoreError(f"model file {found[0]} is empty: re-save the model")
     return found[0]
+
+
+def prepare_store(store_dir: str | os.PathLike[str]) -> Path:
+    """Create the model store folder if needed and check that it can be written to.
+
+    Raises:
+        ModelStoreError: the folder cannot be created (a file is in the way, no permission)
+            or is not writable; the message names the folder and the reason.
+    """
+    store = Path(store_dir)
+    try:
+        store.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ModelStoreError(f"cannot use {store} as a model store: {exc.strerror or exc} "
+                              "(creating it failed); pass a folder you can write to") from None
+    if not os.access(store, os.W_OK | os.X_OK):
+        raise ModelStoreError(f"cannot use {store} as a model store: it is not writable; "
+                              "pass a folder you can write to")
+    return store

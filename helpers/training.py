@@ -23,9 +23,10 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import xgboost as xgb
 
-from helpers import paths
+from helpers import distributed, paths
+from helpers.distributed import Rendezvous
 from helpers.errors import LabError, ModelStoreError
-from helpers.model_store import XGBOOST_EXTENSIONS, find_model_file
+from helpers.model_store import SAVE_FORMATS, XGBOOST_EXTENSIONS, find_model_file
 
 if TYPE_CHECKING:  # matplotlib is imported only when a picture is drawn (the CLI never does)
     from matplotlib.figure import Figure
@@ -36,8 +37,8 @@ FEATURE_NAMES: tuple[str, ...] = (
 )
 #: Species, in class-index order (0, 1, 2).
 CLASS_NAMES: tuple[str, ...] = ("setosa", "versicolor", "virginica")
-#: Formats XGBoost's own ``save_model()`` writes; the file extension selects the format.
-FORMATS: tuple[str, ...] = ("json", "ubj")
+#: Formats XGBoost's own ``save_model()`` writes (:data:`helpers.model_store.SAVE_FORMATS`).
+FORMATS: tuple[str, ...] = SAVE_FORMATS
 #: Hyper-parameters of the course's XGBoostJob (objective multi:softprob, 3 classes,
 #: 10 trees per class, learning rate 0.1). ``max_depth`` 3 keeps the trees small; n_jobs 1
 #: because Iris is tiny (threads cost more than they save) and the lab machines are shared.
@@ -119,11 +120,24 @@ def split(X: np.ndarray, y: np.ndarray, seed: int = 42, test_fraction: float = 0
     return X[~test_mask], X[test_mask], y[~test_mask], y[test_mask]
 
 
+def booster_params(params: dict[str, object]) -> dict[str, object]:
+    """``XGBClassifier`` keyword arguments as ``xgboost.train()`` parameters.
+
+    Distributed workers train with ``xgboost.train()`` (no scikit-learn import, which costs
+    seconds per worker); the same parameters give the same trees as the estimator.
+    """
+    renamed = {"n_jobs": "nthread", "random_state": "seed", "learning_rate": "eta"}
+    return {renamed.get(k, k): v for k, v in params.items() if k != "n_estimators"}
+
+
 @dataclass
 class TrainResult:
-    """What :func:`train` returns: the fitted model, the held-out data and the evaluation."""
+    """What :func:`train` returns: the fitted model, the held-out data and the evaluation.
 
-    model: xgb.XGBClassifier
+    ``model`` is an ``XGBClassifier``, or a ``Booster`` when it was trained distributed.
+    """
+
+    model: xgb.XGBClassifier | xgb.Booster
     X_train: np.ndarray
     y_train: np.ndarray
     X_test: np.ndarray
@@ -152,29 +166,52 @@ def confusion_matrix(y_true: np.ndarray, y_pred: np.ndarray, n_classes: int = 3)
 
 
 def train(seed: int = 42, test_fraction: float = 0.3, data: str | os.PathLike[str] | None = None,
+          rendezvous: Rendezvous | None = None, join_timeout: float | None = None,
           **params: object) -> TrainResult:
     """Train the Iris classifier on a seeded split and evaluate it on the held-out rows.
 
     The model is fitted on plain numpy arrays, so its features are named ``f0``..``f3``: the
     ONNX converter and KServe's V2 protocol both expect positional features.
 
+    With a ``rendezvous`` of more than one worker, this process fits only its shard of the
+    training split (:func:`helpers.distributed.shard`) as one member of XGBoost's
+    collective (:func:`helpers.distributed.collective_group`): every rank ends with the same
+    model, trained on all of the split together. ``X_train``/``y_train`` are then the shard
+    and ``model`` is the ``Booster`` (``xgboost.train()``, see :func:`booster_params`).
+
     Args:
         seed: seeds the split and XGBoost; the same seed gives the same model and numbers.
         test_fraction: share of each class held out for evaluation.
         data: Iris CSV; default ``data/iris.csv``.
+        rendezvous: where this worker meets its group (:func:`helpers.distributed.from_env`);
+            ``None`` or a world of one trains alone.
+        join_timeout: seconds each wait of the rendezvous may take; default
+            :data:`helpers.distributed.DEFAULT_JOIN_TIMEOUT`.
         **params: overrides of :data:`DEFAULT_PARAMS` (e.g. ``n_estimators=50``).
 
     Returns:
         A :class:`TrainResult` with the model, the test set, accuracy and confusion matrix.
+
+    Raises:
+        helpers.distributed.RendezvousError: the group did not form within the bound.
     """
     X, y, _, _ = load_iris(data)
     X_train, X_test, y_train, y_test = split(X, y, seed=seed, test_fraction=test_fraction)
     merged = {**DEFAULT_PARAMS, **params, "random_state": seed}
     start = time.perf_counter()
-    model = xgb.XGBClassifier(**merged)
-    model.fit(X_train, y_train)
+    if rendezvous is None or rendezvous.world_size == 1:
+        model: xgb.XGBClassifier | xgb.Booster = xgb.XGBClassifier(**merged)
+        model.fit(X_train, y_train)
+        y_pred = model.predict(X_test)
+    else:
+        rows = distributed.shard(len(y_train), rendezvous.rank, rendezvous.world_size)
+        X_train, y_train = X_train[rows], y_train[rows]
+        timeout = distributed.DEFAULT_JOIN_TIMEOUT if join_timeout is None else join_timeout
+        with distributed.collective_group(rendezvous, timeout):
+            model = xgb.train(booster_params(merged), xgb.DMatrix(X_train, y_train, nthread=1),
+                              num_boost_round=int(merged["n_estimators"]))
+        y_pred, _ = predict(model, X_test)
     seconds = time.perf_counter() - start
-    y_pred = model.predict(X_test)
     return TrainResult(
         model=model, X_train=X_train, y_train=y_train, X_test=X_test, y_test=y_test,
         accuracy=float(np.mean(y_pred == y_test)),

@@ -44,6 +44,11 @@ def check_01_gridlock_vs_gang(results: dict, params: dict) -> None:
     assert two["default"]["gridlocked"] is True and two["default"]["jobs_completed"] == 0
     assert two["volcano"]["gridlocked"] is False and two["volcano"]["jobs_completed"] == 2
     assert two["volcano"]["makespan"] is not None and two["volcano"]["makespan"] > 0
+    # kube-scheduler's gang plugin: never gridlocked; in the chapter's case train-big never
+    # runs and train-small only after Permit timeouts (the model's hour), so at most 1 job.
+    g = results["gang"]
+    assert g["gridlocked"] is False and g["jobs_completed"] <= 1, g
+    assert two["gang"]["gridlocked"] is False and two["gang"]["jobs_completed"] == 2, two["gang"]
     indexed = two["indexed_jobs"]
     assert indexed["jobs_completed"] == (0 if indexed["gridlocked"] else 2), indexed
     if results["backend"] == "sim":
@@ -90,6 +95,13 @@ def check_03_train_iris_xgboost(results: dict, params: dict) -> None:
     assert results["model_bytes"] > 1000
     assert results["xgboost_version_recorded"].startswith("2.1.")
     assert results["reload_labels_equal"] is True and results["reload_max_abs_diff"] <= 1e-6
+    workers = params.get("N_WORKERS", 4)
+    group, partial = results["distributed"], results["partial_gang"]
+    assert group["ok"] is True and group["world_size"] == workers
+    assert group["accuracy"] == results["accuracy"] and group["max_abs_diff_vs_single"] <= 1e-6
+    assert partial["ok"] is False and partial["ranks"] == list(range(workers - 1))
+    assert partial["missing_ranks"] == [workers - 1]
+    assert partial["seconds"] >= partial["timeout"]
     assert results["cli_agrees"] is True
     assert results["storage_uri"] == f"pvc://model-store/{params.get('MODEL_NAME', 'iris')}/"
 

@@ -19,7 +19,7 @@ import shutil
 import numpy as np
 import pytest
 
-from helpers import backend, training, versions
+from helpers import backend, distributed, training, versions
 from helpers.backend.kind import installs as kind_installs
 from helpers.backend.kind import lifecycle as kind_lifecycle
 from helpers.backend.kind import serving as kind_serving
@@ -95,6 +95,9 @@ def test_train_on_the_cluster_serve_and_predict_v1_v2(target):
     assert len(run.pods) == 4 and run.podgroup_min_member == 4
     assert set(run.podgroup_phases) & {"Inqueue", "Running"}, run.podgroup_phases
     assert "saved model to /mnt/models/iris/model.json" in run.master_log
+    # The 4 pods trained together: the Master's tracker saw the whole group join.
+    assert distributed.group_formed_line(4, [0, 1, 2, 3]) in run.master_log, run.master_log
+    assert "rank 0 of 4 (training-operator-v1)" in run.master_log
 
     doc = isvc.inference_service("iris", run.model_uri, protocol_version="v2")
     info = kind_serving.deploy_inference_service(doc, target, timeout=600)

@@ -105,6 +105,15 @@ def test_ports_follow_the_base_and_reject_nonsense(monkeypatch):
         kwok_supervisor.ports()
 
 
+def test_workload_api_is_switched_on_for_the_apiserver_and_the_scheduler(monkeypatch, tmp_path):
+    monkeypatch.setattr(kwok_supervisor.ssl, "create_default_context", lambda **_: None)  # no CA yet
+    comps = {c.name: c.argv for c in kwok_supervisor._components(tmp_path, kwok_supervisor.ports(), "t")}
+    assert "--feature-gates=GenericWorkload=true" in comps["kube-apiserver"]
+    assert "--runtime-config=scheduling.k8s.io/v1alpha1=true" in comps["kube-apiserver"]
+    assert "--feature-gates=GenericWorkload=true,GangScheduling=true" in comps["kube-scheduler"]
+    assert not [a for a in comps["kube-controller-manager"] if a.startswith("--feature-gates")]
+
+
 def _isolated(monkeypatch, tmp_path, base: int) -> None:
     monkeypatch.setenv("KFLABS_ROOT", str(tmp_path))
     monkeypatch.setenv(kwok_layout.PORT_BASE_ENV, str(base))

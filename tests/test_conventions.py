@@ -49,6 +49,22 @@ class TestLab:
                 assert not cell.outputs, f"cell {i} has outputs"
                 assert cell.execution_count is None, f"cell {i} has an execution count"
 
+    def test_committed_in_the_form_jupyterlab_saves(self, path):
+        """Byte for byte what JupyterLab writes (jupyter_server saves with ``nbformat.write``), so
+        saving a lab leaves git clean: the grader restores check cells from labs/."""
+        text = path.read_text(encoding="utf-8")
+        saved = nbformat.writes(nbformat.reads(text, as_version=nbformat.NO_CONVERT)) + "\n"
+        assert text == saved, (
+            f"{path.name} is not in JupyterLab's saved form: rewrite it with nbformat.write(nb, path)")
+
+    def test_summary_makes_no_timing_claim(self, path):
+        """Timings differ between machines and are never asserted (they go to `make bench`), so a
+        Summary, which claims only what was asserted, says nothing is quicker or slower."""
+        summary = next((c.source for c in _nb(path).cells
+                        if c.cell_type == "markdown" and c.source.startswith("## Summary")), "")
+        claims = re.findall(r"[^.\n]*\b(?:quick|fast|slow)\w*[^.\n]*", summary, re.I)
+        assert not claims, f"{path.name}: the Summary claims timings no cell asserts: {claims}"
+
     def test_kernelspec_is_python3(self, path):
         """papermill and nbval start the kernel the notebook names."""
         assert _nb(path).metadata["kernelspec"]["name"] == "python3"
@@ -130,3 +146,6 @@ class TestLab:
             )
             assert "\n" not in first.value.value.strip(), "the docstring is one line"
             assert any(isinstance(s, ast.Assert) for s in body[1:]), "a check cell asserts"
+            bare = [s.lineno for s in body if isinstance(s, ast.Assert) and s.msg is None]
+            assert not bare, (f"check cell {first.value.value.strip()!r}: the assert on line(s) {bare} "
+                              "needs a message saying what was expected and what was found")

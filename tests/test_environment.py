@@ -8,6 +8,7 @@ import sys
 import yaml
 from packaging.requirements import Requirement
 
+from helpers import environment
 from tests.conftest import ROOT
 
 if sys.version_info >= (3, 11):
@@ -74,3 +75,11 @@ def test_xgboost_pin_matches_kserve_runtime():
     assert versions.pin("kserve") == "v0.20.0", "re-check the xgbserver's xgboost pin when KServe moves"
     kserve = Requirement(next(d for d in deps if d.startswith("kserve")))
     assert kserve.specifier.contains(versions.pin("kserve").lstrip("v"))
+
+
+def test_make_help_describes_every_target():
+    """`make help` (what lab 00 prints) describes each Makefile target, and only real ones."""
+    described, targets = environment.make_help(), environment.make_targets()
+    assert set(described) <= targets
+    assert targets - set(described) == {"help"}
+    assert described["grade"].startswith("NB=path")

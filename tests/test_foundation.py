@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import subprocess
@@ -71,8 +72,21 @@ class TestBackend:
 
     def test_kind_reports_missing_tools(self, tmp_path, monkeypatch):
         monkeypatch.setenv("PATH", str(tmp_path))  # nothing on PATH
-        with pytest.raises(BackendUnavailable, match="docker, kind, kubectl not found on PATH"):
+        with pytest.raises(BackendUnavailable, match="docker, kind and kubectl are not on PATH"):
             backend.resolve("kind", kubeconfig=str(tmp_path / "missing"), announce=False)
+
+    def test_kind_names_only_the_missing_tool_in_one_sentence(self, tmp_path, monkeypatch):
+        """With Docker and kubectl installed, only kind is named, and only its fix is given."""
+        for tool in ("docker", "kubectl"):
+            (tmp_path / tool).write_text("#!/bin/sh\n")
+            (tmp_path / tool).chmod(0o755)
+        monkeypatch.setenv("PATH", str(tmp_path))
+        with pytest.raises(BackendUnavailable) as exc:
+            backend.resolve("kind", kubeconfig=str(tmp_path / "missing"), announce=False)
+        message = str(exc.value)
+        assert "and kind is not on PATH: install kind" in message
+        assert "Docker" not in message and "install kubectl" not in message and "Fix:" not in message
+        assert message.count(". ") == 0 and message.endswith('BACKEND="sim".')
 
     def test_kind_context_missing(self, tmp_path):
         cfg = tmp_path / "config"
@@ -176,11 +190,17 @@ def test_runner_table_and_exit_status(tmp_path):
 
 def test_runner_runs_labs_in_parallel_and_keeps_lab_order(tmp_path):
     """With two workers the runs come back in lab order, each with its own results file."""
-    runs = runner.run_all("sim", ["00", "02"], tmp_path, jobs=2)
-    assert [r.lab for r in runs] == ["00_setup", "02_volcano_jobs_and_queues"]
+    stream = io.StringIO()
+    runs = runner.run_all("sim", ["00", "01", "02"], tmp_path, jobs=2, stream=stream)
+    assert [r.lab for r in runs] == ["00_setup", "01_gridlock_vs_gang", "02_volcano_jobs_and_queues"]
+    lines = stream.getvalue().splitlines()
+    started = [i for i, line in enumerate(lines) if line.startswith("  started ")]
+    assert [lines[i].split()[1] for i in started] == [r.lab for r in runs]  # one lab per line
+    assert started[2] > min(i for i, line in enumerate(lines) if line.startswith("[1/3]")), (
+        "the third lab is announced only once a worker is free")
     assert all(r.status == "ok" for r in runs), [r.error for r in runs]
     assert {p.name for p in (tmp_path / "results").iterdir()} == {
-        "00_setup.json", "02_volcano_jobs_and_queues.json"}
+        "00_setup.json", "01_gridlock_vs_gang.json", "02_volcano_jobs_and_queues.json"}
 
 
 def test_isolated_dirs_covers_folder_knobs(tmp_path):
@@ -189,14 +209,40 @@ def test_isolated_dirs_covers_folder_knobs(tmp_path):
     assert got == {"WORK_DIR": str(tmp_path / "work_dir"), "MODEL_STORE": str(tmp_path / "model_store")}
 
 
-def test_runner_cli_exit_code_on_failure(tmp_path):
+def test_runner_cli_exit_code_on_failure(tmp_path, monkeypatch, capsys):
     """A lab that fails makes `python -m helpers.runner` exit non-zero, with the cause."""
+    monkeypatch.setattr(runner, "run_lab", lambda notebook, **kw: runner.LabRun(
+        notebook.stem, "failed", 0.1, "cell 3: BackendUnavailable: boom"))
+    assert runner.main(["--labs", "00", "--jobs", "1", "--build-dir", str(tmp_path)]) == 1
+    out = capsys.readouterr()
+    assert "failed" in out.out and "BackendUnavailable" in out.out and "00_setup" in out.err
+
+
+def test_runner_refuses_a_bad_backend_before_running_anything(tmp_path):
+    """`--backend minikube` exits 2 with the choices and leaves the executed notebooks alone."""
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    (tmp_path / "labs").mkdir()
+    good = tmp_path / "labs" / "00_setup.ipynb"
+    good.write_text("a good run's notebook")
     proc = subprocess.run([sys.executable, "-m", "helpers.runner", "--labs", "00",
                            "--backend", "minikube", "--build-dir", str(tmp_path)],
                           capture_output=True, text=True, env=env, cwd=tmp_path, check=False)
-    assert proc.returncode == 1, proc.stdout + proc.stderr
-    assert "failed" in proc.stdout and "BackendUnavailable" in proc.stdout
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert "minikube" in proc.stderr and "sim, kind, kwok, auto" in proc.stderr
+    assert "Traceback" not in proc.stderr and "running" not in proc.stdout
+    assert good.read_text() == "a good run's notebook"
+
+
+@pytest.mark.parametrize("module", ["runner", "grading", "bench", "train", "scheduling.__main__",
+                                    "serving.__main__", "cluster", "controlplane"])
+def test_every_command_names_itself_as_the_readme_does(module, capsys):
+    """`--help` shows `usage: python -m helpers.<name>`, the form the README uses."""
+    import importlib
+
+    with pytest.raises(SystemExit):
+        importlib.import_module(f"helpers.{module}").main(["--help"])
+    name = module.removesuffix(".__main__")
+    assert capsys.readouterr().out.startswith(f"usage: python -m helpers.{name} ")
 
 
 def test_runner_unknown_lab_is_clear(tmp_path):
@@ -209,3 +255,16 @@ def test_repo_has_no_committed_outputs_dirs():
     ignored = (ROOT / ".gitignore").read_text().split()
     assert "build/" in ignored and ".venv/" in ignored
     assert Path(ROOT / ".ci" / "run").read_text().strip().endswith("make test")
+
+
+def test_lab_kernels_never_inherit_a_jupyter_session(tmp_path, monkeypatch):
+    """A run started inside JupyterLab still runs headless: its kernel gets no session name."""
+    import nbformat
+
+    monkeypatch.setenv(runner.SESSION_ENV, "/home/me/my-labs/01_gridlock_vs_gang.ipynb")
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(
+        f"import os\nassert {runner.SESSION_ENV!r} not in os.environ, os.environ[{runner.SESSION_ENV!r}]")])
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nbformat.write(nb, tmp_path / "probe.ipynb")
+    run = runner.run_lab(tmp_path / "probe.ipynb", parameters={}, output_notebook=tmp_path / "out.ipynb")
+    assert run.status == "ok", run.error

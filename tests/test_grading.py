@@ -9,6 +9,9 @@ notebook scores exactly the exercises that were solved.
 from __future__ import annotations
 
 import copy
+import json
+import subprocess
+import sys
 from pathlib import Path
 
 import nbformat
@@ -17,7 +20,7 @@ from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
 
 from helpers.tools import grading
 from helpers.tools.grading import GradingError
-from tests.conftest import LABS, lab_ids
+from tests.conftest import LABS, ROOT, lab_ids
 
 
 def _code(source: str, *tags: str):
@@ -149,6 +152,15 @@ def test_grade_cli_without_notebook_exits_2(capsys):
     assert "make grade NB=" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("value", ["150", "-5"])
+def test_fail_under_outside_0_100_is_refused(value, capsys):
+    """--fail-under is a percentage: 150 could never be met, so it is refused, not accepted."""
+    with pytest.raises(SystemExit) as info:
+        grading.main(["grade", "x.ipynb", "--fail-under", value])
+    assert info.value.code == 2
+    assert "percentage of the exercises (0-100)" in capsys.readouterr().err
+
+
 def test_grade_missing_file_names_it(tmp_path: Path):
     """A wrong path is named in the error."""
     with pytest.raises(GradingError, match="no notebook at"):
@@ -167,6 +179,19 @@ def test_report_table_and_score():
     assert report.to_dict()["percent"] == 50.0
 
 
+def test_report_table_wraps_long_titles_and_messages():
+    """A long title or message wraps inside its column: no word of it is cut off."""
+    title = "Check that the ONNX InferenceService is valid and served by Triton from its own folder"
+    message = ("AssertionError: expected an onnx model on KServe's Triton runtime; "
+               "found format 'xgboost', runtime 'kserve-xgbserver'")
+    report = grading.GradeReport("x.ipynb", [grading.ExerciseResult(1, title, False, message)], [], 1.0)
+    rows = report.table().splitlines()[2:-2]
+    assert len(rows) > 1 and rows[0].startswith(" 1  ")
+    words = " ".join(rows).split()
+    assert all(word in words for word in title.split() + message.split())
+    assert max(len(row) for row in rows) <= 2 + 2 + 44 + 2 + 64
+
+
 # --------------------------------------------------------------------------- with a kernel
 
 
@@ -182,6 +207,23 @@ def test_grade_toy_notebook_keeps_going_after_a_failure(tmp_path: Path):
     assert report.exercises[0].message == "answer cell failed: NotImplementedError"
     assert (report.score, report.total) == (1, 3)
     assert report.other_failures == []
+
+
+@pytest.mark.notebook
+def test_wrong_answer_reports_what_was_expected_and_found(tmp_path: Path):
+    """A wrong answer fails with the check's own message, not a bare AssertionError."""
+    reference = _toy_notebook()
+    reference.cells[4].source = ('"""Check that answer_one is one"""\n'
+                                 'assert answer_one == 1, f"expected the first count; found {answer_one!r}"')
+    ref_path = tmp_path / "ref.ipynb"
+    nbformat.write(reference, ref_path)
+    submission = copy.deepcopy(reference)
+    submission.cells[3].source = "answer_one = 7"
+    sub_path = tmp_path / "sub.ipynb"
+    nbformat.write(submission, sub_path)
+    report = grading.grade(sub_path, reference=ref_path)
+    assert report.exercises[0].message == "AssertionError: expected the first count; found 7"
+    assert "found 7" in report.table()
 
 
 @pytest.mark.notebook
@@ -242,3 +284,47 @@ class TestLabGrading:
         report = grading.grade(path)
         assert [ex.passed for ex in report.exercises] == [i in solved for i in range(len(found))]
         assert report.score == len(solved)
+
+
+# --------------------------------------------------------------------------- the learner's JupyterLab
+
+
+def test_keep_existing_never_overwrites_a_learners_copy(tmp_path: Path):
+    """`make jupyter` builds the missing student copies and leaves the learner's work alone."""
+    mine = tmp_path / LABS[0].name
+    mine.write_text("my answers")
+    written = grading.write_student_copies(out_dir=tmp_path, keep_existing=True)
+    assert mine.read_text() == "my answers"
+    assert mine not in written and len(written) == len(LABS) - 1
+    assert all("### BEGIN SOLUTION" not in p.read_text() for p in written)
+
+
+def _make_dry_run(*args: str) -> str:
+    return subprocess.run(["make", "-n", "jupyter", *args], cwd=ROOT, capture_output=True, text=True,
+                          check=True).stdout
+
+
+def test_make_jupyter_opens_student_copies_and_instructor_copies_on_a_flag():
+    """Learners land on their own copies, with the learner config; INSTRUCTOR=1 opens labs/."""
+    learner = _make_dry_run()
+    assert "helpers.grading student --keep-existing" in learner
+    assert f'JUPYTER_CONFIG_PATH="{ROOT}/jupyter-config/learner"' in learner
+    assert "--notebook-dir=labs" not in learner and "--ip=127.0.0.1" in learner
+    instructor = _make_dry_run("INSTRUCTOR=1")
+    assert "--notebook-dir=labs" in instructor and "JUPYTER_CONFIG_PATH" not in instructor
+    assert "make jupyter INSTRUCTOR=1" in (ROOT / "README.md").read_text()
+
+
+def test_learner_config_switches_off_everything_nbgrader_installs():
+    """Every nbgrader server extension the install enables, and its JupyterLab extension, are off."""
+    server_d = Path(sys.prefix) / "etc" / "jupyter" / "jupyter_server_config.d"
+    installed = json.loads((server_d / "nbgrader.json").read_text())
+    enabled = {name for name, on in installed["ServerApp"]["jpserver_extensions"].items() if on}
+    learner = ROOT / "jupyter-config" / "learner"
+    config = json.loads((learner / "jupyter_server_config.d" / "kflabs-learner.json").read_text())
+    switched = config["ServerApp"]["jpserver_extensions"]
+    assert enabled and all(switched.get(name) is False for name in enabled), enabled - set(switched)
+    labext = json.loads((Path(sys.prefix) / "share/jupyter/labextensions/@jupyter/nbgrader/package.json")
+                        .read_text())["name"]
+    page = json.loads((learner / "labconfig" / "page_config.json").read_text())
+    assert page["disabledExtensions"].get(labext) is True

@@ -28,6 +28,7 @@ from helpers.backend.kind import lifecycle as kind_lifecycle
 from helpers.backend.kind import serving as kind_serving
 from helpers.backend.kind import training as kind_training
 from helpers.backend.kwok import nodes as kwok_nodes
+from helpers.backend.kwok import supervisor as kwok_supervisor
 from helpers.errors import BackendUnavailable
 from helpers.kube import names as kube_names
 
@@ -312,6 +313,7 @@ KIND_CHECK_GO = """package main
 import (
 \t"fmt"
 \t"os"
+\t"sort"
 
 \t"sigs.k8s.io/kind/pkg/apis/config/v1alpha4"
 \t"sigs.k8s.io/yaml"
@@ -331,6 +333,17 @@ func main() {
 \t}
 \tfor _, n := range c.Nodes {
 \t\tfmt.Printf("%s %s %d\\n", n.Role, n.Image, len(n.Labels))
+\t}
+\tvar extra []string
+\tfor name, on := range c.FeatureGates {
+\t\textra = append(extra, fmt.Sprintf("featureGate %s %t", name, on))
+\t}
+\tfor key, value := range c.RuntimeConfig {
+\t\textra = append(extra, fmt.Sprintf("runtimeConfig %s %s", key, value))
+\t}
+\tsort.Strings(extra)
+\tfor _, line := range extra {
+\t\tfmt.Println(line)
 \t}
 }
 """
@@ -366,7 +379,11 @@ def test_kind_config_parses_strictly_with_kinds_own_types(kind_parser, tmp_path)
                           timeout=60, check=False)
     assert proc.returncode == 0, proc.stderr
     pin = versions.pin("kind_node_image")
-    assert proc.stdout.splitlines() == [f"control-plane {pin} 0"] + [f"worker {pin} 1"] * 3
+
+    gates = sorted({g for gs in kwok_supervisor.WORKLOAD_API_GATES.values() for g in gs})
+    assert proc.stdout.splitlines() == [f"control-plane {pin} 0"] + [f"worker {pin} 1"] * 3 + [
+        f"featureGate {g} true" for g in gates] + [
+        f"runtimeConfig {kwok_supervisor.WORKLOAD_API_GROUP} true"]
     broken = tmp_path / "kind-config.yaml"
     broken.write_text(KIND_CONFIG.read_text().replace("labels:", "lables:", 1))
     proc = subprocess.run([str(kind_parser), str(broken)], capture_output=True, text=True,

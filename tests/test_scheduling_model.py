@@ -126,6 +126,18 @@ def test_non_indexed_job_is_rejected(tmp_path):
         load_manifests(_write(tmp_path, text))
 
 
+def test_job_without_completion_mode_says_why_indexed(tmp_path):
+    """Kubernetes does not require completionMode (it defaults to NonIndexed): the error says
+    the default is what was read, that the model covers Indexed Jobs, and why."""
+    text = (MANIFESTS / "two-jobs/default/jobs.yaml").read_text().replace("  completionMode: Indexed\n", "")
+    assert "completionMode" not in text
+    with pytest.raises(ManifestError) as err:
+        load_manifests(_write(tmp_path, text))
+    msg = str(err.value)
+    assert "'NonIndexed' (the default when unset) is not modelled" in msg
+    assert "stable indices" in msg and "`completionMode: Indexed`" in msg and "is required" not in msg
+
+
 def test_missing_env_and_affinity_are_not_silently_ignored(tmp_path):
     text = (MANIFESTS / "two-jobs/default-pods/pods.yaml").read_text()
     with pytest.raises(ManifestError, match="WORLD_SIZE"):
@@ -138,6 +150,9 @@ def test_missing_env_and_affinity_are_not_silently_ignored(tmp_path):
 def test_bad_yaml_and_missing_path(tmp_path):
     with pytest.raises(ManifestError, match="not valid YAML"):
         load_manifests(_write(tmp_path, "a: [unclosed\n"))
+    with pytest.raises(ManifestError, match=r"not valid YAML: line 3, column 10: mapping values") as err:
+        load_manifests(_write(tmp_path, "kind: Pod\nmetadata:\n  name: a: b\n"))
+    assert "\n" not in str(err.value)
     with pytest.raises(ManifestError, match="no such manifest"):
         load_manifests(tmp_path / "nope.yaml")
 

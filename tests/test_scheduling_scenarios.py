@@ -7,6 +7,7 @@ import subprocess
 import sys
 
 import matplotlib
+import matplotlib.pyplot as plt
 import pytest
 
 from helpers import paths, scheduling
@@ -101,6 +102,29 @@ def test_explorer_orders_and_widget_builds():
     assert len(widget.children) == 5
 
 
+def test_explorer_redraws_outside_a_kernel():
+    """`explorer(seed=42).redraw()` in a plain Python draws, without plt.show(fig)'s TypeError."""
+    widget = explorer.explorer(seed=42)
+    widget.redraw()
+    assert "gridlocked: True" in widget.children[3].value
+
+
+def test_explorer_is_shown_only_where_a_frontend_draws_widgets(monkeypatch):
+    """auto: shown in a kernel a Jupyter server session started, hidden in papermill's or none."""
+    import IPython
+
+    monkeypatch.delenv("JPY_SESSION_NAME", raising=False)
+    assert not explorer.should_show("auto")  # no kernel here
+    kernel_shell = type("Shell", (), {"kernel": object()})()
+    monkeypatch.setattr(IPython, "get_ipython", lambda: kernel_shell)
+    assert not explorer.should_show("auto")  # a kernel, but papermill's: no session
+    monkeypatch.setenv("JPY_SESSION_NAME", "/home/me/my-labs/01_gridlock_vs_gang.ipynb")
+    assert explorer.should_show("auto")
+    assert explorer.should_show("yes") and not explorer.should_show("no")
+    with pytest.raises(LabError, match="choose one of auto, yes, no"):
+        explorer.should_show("True")
+
+
 def test_plots_render_headless():
     d = scheduling.run_scenario("two-jobs", "default")
     fig = plots.compare({"default": d, "volcano": scheduling.run_scenario("two-jobs", "volcano")})
@@ -108,6 +132,24 @@ def test_plots_render_headless():
     ax = plots.gantt(d.to_dict()).axes[0]
     assert len(ax.get_yticklabels()) == 6  # 3 nodes x 2 GPU lanes
     assert "GRIDLOCKED" in ax.get_title()
+
+
+def test_compared_panels_share_one_time_axis_and_keep_every_gpu_lane():
+    """Side by side, both columns span the same time; an unused GPU still has its lane; the
+    "allocated" curve stays visible where "working" runs on top of it."""
+    two = {"default": scheduling.run_scenario("two-jobs", "default-pods"),
+           "volcano": scheduling.run_scenario("two-jobs", "volcano")}
+    assert two["default"].metrics["end_time"] != two["volcano"].metrics["end_time"]
+    fig = plots.compare(two)
+    assert len({ax.get_xlim() for ax in fig.axes if ax.get_xlabel() == "time (s)"}) == 1
+    volcano = two["volcano"]
+    gpus = sum(n["allocatable"]["example.com/gpu"] for n in volcano.to_dict()["nodes"].values())
+    # One of the 6 GPUs is never used in this run: it keeps its (empty) lane.
+    assert len(plots.gantt(volcano).axes[0].get_yticklabels()) == gpus
+    lines = {ln.get_label(): ln for ln in plots.utilisation(volcano).axes[0].get_lines()}
+    assert lines["allocated"].get_linewidth() > lines["working"].get_linewidth()
+    assert lines["working"].get_linestyle() == "--"
+    plt.close("all")
 
 
 def test_training_operator_patch_targets_the_deployment_template():
@@ -168,3 +210,20 @@ def test_cluster_events_use_the_models_types_and_names(monkeypatch):
     assert scheduling_run._scheduler_events(None, "ns") == [
         ("Scheduled", "pod/serving-5d-x1", "default-scheduler: bound to node-2"),
         ("Unschedulable", "podgroup/train-b-uid", "resource in cluster is overused")]
+
+
+def test_summary_counts_training_jobs_and_names_the_service_apart():
+    """The chapter's always-on service is not counted as an unfinished job."""
+    first = scheduling.run_scenario("chapter", "default").summary().splitlines()[0]
+    assert "training jobs completed=0/2 (+1 always-on service)" in first
+    assert "training jobs completed=2/2 " in scheduling.run_scenario("two-jobs", "volcano").summary()
+
+
+def test_bare_pod_gangs_skip_a_written_inqueue_that_volcano_jobs_show():
+    """Volcano sets Inqueue in its session and recomputes the phase at session close (Running
+    once minMember pods are placed): bare pods are there to place in that same session, a
+    Volcano Job's pods are created only after it, so only the Volcano Job shows Inqueue."""
+    bare = scheduling.run_scenario("two-jobs", "volcano").podgroups["train-a"].history
+    vcjob = scheduling.run_scenario("two-jobs", "volcano-job").podgroups["train-a"].history
+    assert [p for _, p in bare][:2] == ["Pending", "Running"] and bare[0][0] == bare[1][0]
+    assert [p for _, p in vcjob][:3] == ["Pending", "Inqueue", "Running"]

@@ -167,6 +167,24 @@ def test_architecture_picture_names_every_stage():
     assert {"XGBoost\n(xgbserver)", "ONNX\n(Triton)"} <= texts
 
 
+def test_architecture_boxes_keep_apart_and_arrows_show_the_request_path():
+    """No two boxes touch, and arrows lead client -> pre-process -> predict -> post-process."""
+    from matplotlib.patches import FancyBboxPatch
+
+    from helpers.serving import diagram
+
+    ax = diagram.plot_architecture().axes[0]
+    boxes = [p.get_bbox() for p in ax.patches if isinstance(p, FancyBboxPatch)]
+    assert len(boxes) == 1 + len(diagram.STAGES) + len(diagram.RUNTIMES) + len(diagram.LAYERS)
+    for i, a in enumerate(boxes):
+        for b in boxes[i + 1:]:
+            apart = (a.x1 + 0.01 <= b.x0 or b.x1 + 0.01 <= a.x0 or a.y1 + 0.01 <= b.y0
+                     or b.y1 + 0.01 <= a.y0)
+            assert apart, f"boxes touch: {a} and {b}"
+    arrows = [t for t in ax.texts if getattr(t, "arrow_patch", None) is not None]
+    assert len(arrows) >= 6
+
+
 def test_latency_table_and_picture():
     """The lab's latency table has one row per result; the picture draws each series."""
     from helpers.serving import bench

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import hashlib
+import re
 import subprocess
 import sys
+from pathlib import Path
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -336,3 +338,36 @@ def test_cli_as_module_resolves_relative_to_cwd(tmp_path):
     assert proc.returncode == 0, proc.stderr
     target = tmp_path / "store" / "iris" / "model.json"
     assert target.is_file() and f"saved model to {target}" in proc.stdout
+
+
+def test_cli_unusable_output_dir_exits_2_with_message(tmp_path, capsys):
+    """An --output-dir that cannot be created is named, with the reason, and no traceback."""
+    (tmp_path / "file").write_text("a file, not a folder")
+    with pytest.raises(SystemExit) as info:
+        train_main(["--output-dir", str(tmp_path / "file" / "store")])
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert "cannot use" in err and str(tmp_path / "file" / "store") in err and "Traceback" not in err
+
+
+def test_cli_checks_its_arguments_before_importing_xgboost():
+    """`python -m helpers.train --format pickle` is refused before the slow imports run."""
+    code = ("import sys\nfrom helpers import train\n"
+            "try:\n    train.main(['--output-dir', 'x', '--format', 'pickle'])\n"
+            "except SystemExit as exc:\n"
+            "    print(exc.code, 'xgboost' in sys.modules, 'numpy' in sys.modules)\n")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert proc.stdout.split() == ["2", "False", "False"]
+    assert "invalid choice: 'pickle'" in proc.stderr
+
+
+def test_missing_model_dir_suggests_a_command_that_writes_it(tmp_path):
+    """The suggested `python -m helpers.train` writes exactly the folder that was missing."""
+    from helpers import train
+
+    missing = tmp_path / "store" / "flowers"
+    with pytest.raises(ModelStoreError) as info:
+        training.load_model(missing)
+    suggested = re.search(r"`python -m helpers\.train (.*?)`", str(info.value)).group(1).split()
+    args = train.build_parser().parse_args(suggested)
+    assert Path(args.output_dir) / args.name == missing

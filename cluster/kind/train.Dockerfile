@@ -21,6 +21,9 @@ ENV PYTHONPATH=/app \
     MPLCONFIGDIR=/tmp/matplotlib \
     HOME=/tmp
 # Fail the build, not the cluster job, if the training code cannot run in this image.
-RUN python -m helpers.train --output-dir /tmp/selftest && rm -rf /tmp/selftest /tmp/matplotlib
+# Alone, then as a group of 2 through XGBoost's collective on 127.0.0.1 (as the pods do).
+RUN python -m helpers.train --output-dir /tmp/selftest \
+    && python -m helpers.distributed_local --workers 2 --join-timeout 60 --output-dir /tmp/selftest \
+    && rm -rf /tmp/selftest /tmp/matplotlib
 # Not root: the model volume (kind's local-path provisioner) is world-writable.
 USER 65532:65532

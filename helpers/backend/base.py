@@ -64,6 +64,9 @@ class Backend:
     checks_cluster_rules: ClassVar[bool] = False
     #: Whether several labs may run at once against it (no shared cluster state).
     parallel_labs: ClassVar[bool] = False
+    #: Whether a scheduling result counts nodes kube-scheduler's gang plugin reserved at Permit
+    #: as allocated (the model does; an API server shows bound pods only).
+    counts_permit_reservations: ClassVar[bool] = False
     #: Why this backend lacks the verbs it does not implement (said in the refusal).
     lacks_because: ClassVar[str] = ""
 

@@ -352,8 +352,8 @@ def run(manifest_paths: Sequence[str | Path] | str | Path, nodes: Sequence[NodeS
         manifest_paths: Files or folders, in apply order (as given to the model).
         nodes: The cluster's nodes; on ``kwok`` these become fake nodes (existing fake nodes
             are replaced). On kind the real nodes are used and this only fills ``nodes``.
-        scheduler: ``default`` or ``volcano``; recorded in the result (the manifests already
-            name their scheduler).
+        scheduler: ``default``, ``volcano`` or ``gang``; recorded in the result (the
+            manifests already name their scheduler; ``gang`` needs the Workload API on).
         backend: The cluster backend (``kwok`` or ``kind``) from
             :func:`helpers.backend.resolve`; its ``prepare_nodes`` makes ``nodes`` real.
         kubeconfig: Overrides the backend's kubeconfig.
@@ -374,8 +374,8 @@ def run(manifest_paths: Sequence[str | Path] | str | Path, nodes: Sequence[NodeS
             model understands, so the two always run the same scenario).
         helpers.kube.client.ApplyError: The API server refused a manifest.
     """
-    if scheduler not in ("default", "volcano"):
-        raise ManifestError(f"scheduler={scheduler!r}: choose default or volcano")
+    if scheduler not in ("default", "volcano", "gang"):
+        raise ManifestError(f"scheduler={scheduler!r}: choose default, volcano or gang")
     if time_scale <= 0:
         raise ManifestError(f"time_scale={time_scale!r} must be > 0")
     files = manifest_files(manifest_paths)
@@ -405,7 +405,8 @@ def run(manifest_paths: Sequence[str | Path] | str | Path, nodes: Sequence[NodeS
             for doc in file_docs:
                 k8s.apply(api, doc)
                 spec = doc.get("spec") or {}
-                if doc.get("kind") == "Pod" and \
+                # A gang pod (spec.workloadRef) may sit in PreEnqueue with no decision to wait for.
+                if doc.get("kind") == "Pod" and not spec.get("workloadRef") and \
                         spec.get("schedulerName", DEFAULT_SCHEDULER) == DEFAULT_SCHEDULER:
                     _wait_placed(api, doc["metadata"].get("namespace", "default"),
                                  doc["metadata"]["name"])

@@ -24,6 +24,7 @@ class SimBackend(Backend):
     name = "sim"
     order = 0
     parallel_labs = True
+    counts_permit_reservations = True
 
     @classmethod
     def connect(cls, kubeconfig: str | None = None, context: str | None = None) -> SimBackend:

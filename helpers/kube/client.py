@@ -22,7 +22,7 @@ from typing import Any
 import yaml
 
 from helpers import paths
-from helpers.errors import LabError, ManifestError
+from helpers.errors import LabError, ManifestError, yaml_problem
 from helpers.kube.names import FIELD_MANAGER
 
 PODGROUP = ("scheduling.volcano.sh", "v1beta1", "podgroups")
@@ -213,7 +213,7 @@ def load_manifests(path: str | Path) -> list[dict]:
         try:
             loaded = list(yaml.safe_load_all(f.read_text()))
         except yaml.YAMLError as exc:
-            raise ManifestError(f"{f}: not valid YAML ({exc})") from None
+            raise ManifestError(f"{f}: not valid YAML: {yaml_problem(exc)}") from None
         for i, doc in enumerate(loaded):
             if doc is None:
                 continue

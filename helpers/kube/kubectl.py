@@ -41,7 +41,8 @@ TRANSIENT_ERRORS = (
     "can only submit job to queue with state `open`",
 )
 
-_TOOL_FIXES = {
+#: How to get each command the kind backend (and ``make cluster-up``) needs; ``{kind}`` is its pin.
+TOOL_FIXES = {
     "docker": "install Docker (https://docs.docker.com/get-docker/) and start it",
     "kind": "install kind {kind} (https://kind.sigs.k8s.io/docs/user/quick-start/#installation)",
     "kubectl": "install kubectl (https://kubernetes.io/docs/tasks/tools/)",
@@ -67,8 +68,12 @@ class CommandFailed(LabError):
 
 
 # --------------------------------------------------------------------------- commands
-def _fix(tool: str) -> str:
-    return _TOOL_FIXES.get(tool, f"install {tool}").format(kind=versions.pin("kind"))
+def tool_fix(tool: str) -> str:
+    """What to do about a missing command (``install ...``), from :data:`TOOL_FIXES`."""
+    return TOOL_FIXES.get(tool, f"install {tool}").format(kind=versions.pin("kind"))
+
+
+_fix = tool_fix
 
 
 def require_tools(*tools: str) -> dict[str, str]:

@@ -101,12 +101,16 @@ def topological_order(tasks: dict[str, list[str]]) -> list[str]:
 
 
 def plot_dag(summary: dict[str, Any]) -> Figure:
-    """Draw the compiled DAG (from :func:`inspect_ir`): a box per task, an arrow per input it gets."""
-    from matplotlib.figure import Figure
+    """Draw the compiled DAG (from :func:`inspect_ir`): a box per task, an arrow per input it gets.
+
+    Made with pyplot, so Jupyter's inline backend shows it at the end of the cell (a bare
+    ``Figure`` is shown by nothing: the notebook printed only its repr); assign the result
+    to avoid a second copy. Close it with ``plt.close(fig)`` outside notebooks.
+    """
+    import matplotlib.pyplot as plt
 
     order = summary["order"]
-    fig = Figure(figsize=(1.9 * len(order) + 0.5, 2.2), layout="constrained")
-    ax = fig.add_subplot()
+    fig, ax = plt.subplots(figsize=(1.9 * len(order) + 0.5, 2.2), layout="constrained")
     pos = {task: (i * 2.0, 0.0) for i, task in enumerate(order)}
     for producer, consumer, name in summary["edges"]:
         (x0, _), (x1, _) = pos[producer], pos[consumer]

@@ -14,7 +14,7 @@ Result shape (``SchedulingResult.to_dict()``; every backend returns exactly thes
 
     {
       "backend": "sim" | "kind" | "kwok",
-      "scheduler": "default" | "volcano",
+      "scheduler": "default" | "volcano" | "gang",
       "seed": int,
       "gridlocked": bool,     # some job holds pods that wait for peers, and nothing can
                               # ever change that (the run went quiet)
@@ -52,18 +52,20 @@ own phases. Times are seconds from the first apply.
 ``bound`` counts pods placed on a node and not yet finished; ``pending`` pods not placed;
 ``completed`` pods that exited successfully.
 
-Where the model simplifies (details in each module's docstring): time is simulated and
-exact (a fixed 1 s container start, no image pulls, pods terminate instantly and never
-fail); kube-scheduler is modelled by its queue, NodeResourcesFit and LeastAllocated only
-(no preemption, affinity, taints, topology spread, node sampling or backoff timers);
-Volcano by enqueue (overcommit + proportion), allocate (gang statements, queue shares),
-backfill and PodGroup phases (no preemption/reclaim, pipelining, hierarchical queues,
-guarantee, network topology or job restart policies). Controllers are modelled only as far
-as pod creation order (Job/ReplicaSet slow-start batches; Volcano Jobs after Inqueue) and a
-Volcano Job's phases and PodGroup deletion. Known simplification: Jobs applied together get
-their pods in one fixed order (slow-start batches in lockstep), where the real Job
-controller's concurrent syncs race and the order, hence gridlock or not, varies from run to
-run (scenario ``two-jobs``/``default``; see :mod:`helpers.scheduling.simulate`).
+Where the model simplifies (details in each module's docstring): time is simulated and exact
+(a fixed 1 s container start, no image pulls, pods terminate instantly and never fail);
+kube-scheduler is modelled by its queue, NodeResourcesFit and LeastAllocated only (no
+preemption, affinity, taints, topology spread, node sampling or backoff timers); Volcano by
+enqueue (overcommit + proportion), allocate (gang statements, queue shares), backfill and
+PodGroup phases (no preemption/reclaim, pipelining, hierarchical queues, guarantee, network
+topology or job restart policies); kube-scheduler's GangScheduling plugin
+(``scheduler="gang"``, the Workload API of 1.35) by its PreEnqueue quorum, Permit wait and
+5-minute whole-group timeout (:mod:`helpers.scheduling.gang_scheduler`). Controllers are
+modelled only as far as pod creation order (Job/ReplicaSet slow-start batches; Volcano Jobs
+after Inqueue) and a Volcano Job's phases and PodGroup deletion. Known simplification: Jobs
+applied together get their pods in one fixed order (slow-start batches in lockstep), where
+the real Job controller's concurrent syncs race and the order, hence gridlock or not, varies
+from run to run (scenario ``two-jobs``/``default``; see :mod:`helpers.scheduling.simulate`).
 """
 
 from __future__ import annotations

@@ -22,8 +22,9 @@ from helpers.scheduling.simulate import SCHEDULERS, SimConfig, simulate
 
 def build_parser() -> argparse.ArgumentParser:
     """The CLI's argument parser."""
-    parser = argparse.ArgumentParser(prog="python -m helpers.scheduling",
-                                     description="Run kube-scheduler or Volcano (modelled) on manifests.")
+    parser = argparse.ArgumentParser(
+        prog="python -m helpers.scheduling",
+        description="Run kube-scheduler, Volcano or kube-scheduler's gang plugin (modelled) on manifests.")
     parser.add_argument("--manifests", nargs="+", required=True, metavar="PATH",
                         help="manifest files or directories, applied in the order given")
     parser.add_argument("--nodes", type=int, required=True, help="number of identical nodes")
@@ -31,7 +32,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--node-cpu", default="4", help="allocatable cpu per node (default 4)")
     parser.add_argument("--node-memory", default="8Gi", help="allocatable memory per node (default 8Gi)")
     parser.add_argument("--scheduler", choices=SCHEDULERS, required=True,
-                        help="default: kube-scheduler only; volcano: Volcano installed as well")
+                        help="default: kube-scheduler only; volcano: Volcano installed as well; "
+                             "gang: kube-scheduler with its GangScheduling plugin (Workload API, "
+                             "Kubernetes 1.35 alpha)")
     parser.add_argument("--seed", type=int, default=0, help="tie-breaking seed (default 0)")
     parser.add_argument("--horizon", type=float, default=SimConfig.horizon,
                         help="observation window in seconds when work is left unfinished")

@@ -156,9 +156,12 @@ class KubeScheduler:
             self._unschedulable(pod, message)
             return False
         # selectHost: a uniformly random node among the best-scored ones.
-        node = pick(best, sim.rng)
-        sim.bind(pod, node, "default-scheduler")
+        self.place(pod, pick(best, sim.rng))
         return True
+
+    def place(self, pod: PodState, node: int) -> None:
+        """The cycle picked ``node``: Reserve, Permit and bind (here, bind at once)."""
+        self.sim.bind(pod, node, "default-scheduler")
 
     def _unschedulable(self, pod: PodState, message: str) -> None:
         if not pod.failed_once:

@@ -4,9 +4,14 @@
 ``cluster/manifests/scheduling/two-jobs``) and :func:`explore` runs it; both are plain
 functions, tested and usable headless. :func:`explorer` wraps them in ipywidgets for
 JupyterLab; building it needs no display, so labs stay runnable under papermill.
+:func:`should_show` decides whether a lab displays it: in a kernel a JupyterLab session
+started, yes; under papermill, nbval or a plain Python, no.
 """
 
 from __future__ import annotations
+
+import importlib.util
+import os
 
 from helpers.errors import LabError
 from helpers.scheduling.model import (
@@ -77,14 +82,50 @@ def explore(nodes: int = 3, *, gpus_per_node: int = 2, size_a: int = 4, size_b: 
                     config=SimConfig(horizon=600))
 
 
+#: Values of a lab's ``SHOW_EXPLORER`` knob.
+SHOW_CHOICES = ("auto", "yes", "no")
+
+
+def live_widgets() -> bool:
+    """True when this code runs in a notebook kernel that a Jupyter server session started,
+    with ipywidgets installed: a frontend is there to draw widgets.
+
+    The server tells its kernels their notebook through ``JPY_SESSION_NAME``; papermill and
+    nbval start kernels without it (:mod:`helpers.runner` removes it even when started from
+    a notebook), and a plain Python has no kernel at all.
+    """
+    try:
+        from IPython import get_ipython
+    except ImportError:
+        return False
+    shell = get_ipython()
+    if shell is None or getattr(shell, "kernel", None) is None:
+        return False
+    return bool(os.environ.get("JPY_SESSION_NAME")) and importlib.util.find_spec("ipywidgets") is not None
+
+
+def should_show(choice: str = "auto") -> bool:
+    """Whether a lab displays the explorer: ``auto`` (:func:`live_widgets`), ``yes`` or ``no``.
+
+    Raises:
+        LabError: ``choice`` is not one of :data:`SHOW_CHOICES`.
+    """
+    if choice not in SHOW_CHOICES:
+        raise LabError(f"SHOW_EXPLORER={choice!r}: choose one of {', '.join(SHOW_CHOICES)}")
+    return live_widgets() if choice == "auto" else choice == "yes"
+
+
 def explorer(seed: int = 0):
     """Build the ipywidgets explorer (sliders + a live timeline); display it in JupyterLab.
 
     Returns:
-        An ``ipywidgets.VBox``. Nothing is displayed here, so headless runs are unaffected.
+        An ``ipywidgets.VBox`` with a ``redraw()`` method that re-runs the model and draws the
+        timeline into the widget's output area. Nothing is displayed here, so headless runs are
+        unaffected, and ``redraw()`` works outside a kernel too (it then only prints the repr).
     """
     import ipywidgets as w
     import matplotlib.pyplot as plt
+    from IPython.display import display
 
     from helpers.scheduling import plots
 
@@ -109,7 +150,8 @@ def explorer(seed: int = 0):
         with out:
             out.clear_output(wait=True)
             fig = plots.gantt(result)
-            plt.show(fig)
+            display(fig)  # this figure only (plt.show() takes no figure); then let it go
+            plt.close(fig)
 
     for c in controls.values():
         c.observe(redraw, names="value")

@@ -32,9 +32,14 @@ from typing import Any
 
 import yaml
 
-from helpers.errors import ManifestError
-from helpers.kube.names import DNS1123_SUBDOMAIN, GPU_RESOURCE
-from helpers.scheduling.results import JobResult, PodGroupResult, SchedulingResult  # noqa: F401 - re-exported
+from helpers.errors import ManifestError, yaml_problem
+from helpers.kube.names import DNS1123_LABEL, DNS1123_SUBDOMAIN, GPU_RESOURCE
+from helpers.scheduling.results import (  # noqa: F401 - re-exported
+    SERVICE_KIND,
+    JobResult,
+    PodGroupResult,
+    SchedulingResult,
+)
 
 #: Resource names of the model. ``pods`` is the node's pod-count limit, not a request.
 CPU = "cpu"
@@ -55,7 +60,10 @@ SUPPORTED_KINDS = (
     "v1/Namespace", "v1/Service", "v1/Pod", "batch/v1/Job", "apps/v1/Deployment",
     "scheduling.k8s.io/v1/PriorityClass", "scheduling.volcano.sh/v1beta1/PodGroup",
     "scheduling.volcano.sh/v1beta1/Queue", "batch.volcano.sh/v1alpha1/Job",
+    "scheduling.k8s.io/v1alpha1/Workload",
 )
+#: Kubernetes 1.35's limit on ``spec.podGroups`` of a Workload (``WorkloadMaxPodGroups``).
+WORKLOAD_MAX_POD_GROUPS = 8
 
 _BIN = {"Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40, "Pi": 2**50, "Ei": 2**60}
 _DEC = {"n": 1e-9, "u": 1e-6, "m": 1e-3, "": 1, "k": 1e3, "M": 1e6, "G": 1e9, "T": 1e12,
@@ -116,6 +124,8 @@ class PodSpec:
     scheduler_name: str = DEFAULT_SCHEDULER
     priority: int = 0
     group: str | None = None
+    #: ``spec.workloadRef`` as ``(workload name, podGroup name)`` (Workload API, 1.35 alpha).
+    workload_ref: tuple[str, str] | None = None
     world_size: int = 1
     work_seconds: float | None = 60.0  # None: runs forever (a service)
     source: str = ""
@@ -133,6 +143,19 @@ class PodGroupSpec:
     source: str = ""
     #: Set for the PodGroup a Volcano Job controller creates (pods come once it is Inqueue).
     vcjob: str | None = None
+
+
+@dataclass
+class WorkloadSpec:
+    """A ``scheduling.k8s.io/v1alpha1`` Workload: its pod groups and their gang ``minCount``.
+
+    ``pod_groups`` maps each pod group's name to its ``policy.gang.minCount``, or None for
+    ``policy.basic`` (pods scheduled one at a time, as without a Workload).
+    """
+
+    name: str
+    pod_groups: dict[str, int | None]
+    source: str = ""
 
 
 @dataclass
@@ -167,6 +190,7 @@ class ApplyStep:
     jobs: list[JobSpec] = field(default_factory=list)
     podgroups: list[PodGroupSpec] = field(default_factory=list)
     queues: list[QueueSpec] = field(default_factory=list)
+    workloads: list[WorkloadSpec] = field(default_factory=list)
     services: list[str] = field(default_factory=list)
     namespaces: list[str] = field(default_factory=list)
     priority_classes: dict[str, int] = field(default_factory=dict)
@@ -195,6 +219,11 @@ class Manifests:
         """All Queues in apply order."""
         return [q for s in self.steps for q in s.queues]
 
+    @property
+    def workloads(self) -> list[WorkloadSpec]:
+        """All Workloads (kube-scheduler's gang groups) in apply order."""
+        return [w for s in self.steps for w in s.workloads]
+
     def select(self, keep) -> Manifests:
         """A copy keeping only workloads (and their PodGroups) whose name satisfies ``keep``.
 
@@ -206,6 +235,7 @@ class Manifests:
             steps.append(ApplyStep(
                 source=s.source, jobs=[j for j in s.jobs if keep(j.name)],
                 podgroups=[g for g in s.podgroups if keep(g.name)], queues=list(s.queues),
+                workloads=[w for w in s.workloads if keep(w.name)],
                 services=list(s.services), namespaces=list(s.namespaces),
                 priority_classes=dict(s.priority_classes),
                 bare_pods=[p for p in s.bare_pods if keep(p.job)]))
@@ -363,8 +393,67 @@ def _pod_template(doc: _Doc, spec_path: str, *, name: str, job: str, steps_prior
     if "priority" in spec and spec["priority"] != priority:
         raise doc.err(f"{spec_path}.priority", f"{spec['priority']!r} disagrees with priorityClassName "
                       f"{pc or '(none)'} = {priority}; the API server would reject it")
+    ref = _workload_ref(doc, spec_path, spec, scheduler)
     return PodSpec(name=name, job=job, requests=requests, scheduler_name=scheduler, priority=priority,
-                   group=group, world_size=world, work_seconds=work, source=doc.source)
+                   group=group, workload_ref=ref, world_size=world, work_seconds=work,
+                   source=doc.source)
+
+
+def _workload_ref(doc: _Doc, spec_path: str, spec: dict, scheduler: str) -> tuple[str, str] | None:
+    ref = spec.get("workloadRef")
+    if ref is None:
+        return None
+    path = f"{spec_path}.workloadRef"
+    if not isinstance(ref, dict):
+        raise doc.err(path, "must be a mapping {name, podGroup}")
+    if ref.get("podGroupReplicaKey"):
+        raise doc.err(f"{path}.podGroupReplicaKey", "is not modelled (one replica per pod group)")
+    unknown = sorted(set(ref) - {"name", "podGroup", "podGroupReplicaKey"})
+    if unknown:
+        raise doc.err(f"{path}.{unknown[0]}", "is not a WorkloadReference field "
+                      "(fields: name, podGroup, podGroupReplicaKey)")
+    name, group = ref.get("name"), ref.get("podGroup")
+    for fname, value, pattern, what in (("name", name, DNS1123_SUBDOMAIN, "DNS subdomain"),
+                                        ("podGroup", group, DNS1123_LABEL, "DNS label")):
+        if not isinstance(value, str) or not pattern.match(value):
+            raise doc.err(f"{path}.{fname}", f"is required and must be a {what}, got {value!r}")
+    if scheduler != DEFAULT_SCHEDULER:
+        raise doc.err(path, f"only kube-scheduler reads it (its GangScheduling plugin), but the pod "
+                      f"names schedulerName {scheduler!r}: use {DEFAULT_SCHEDULER} or drop workloadRef")
+    return name, group
+
+
+def _parse_workload(doc: _Doc, step: ApplyStep, name: str) -> None:
+    doc.get("spec", kind=dict)
+    groups = doc.get("spec.podGroups", kind=list)
+    if not groups or len(groups) > WORKLOAD_MAX_POD_GROUPS:
+        raise doc.err("spec.podGroups", f"must have 1 to {WORKLOAD_MAX_POD_GROUPS} items, got {len(groups)}")
+    ref = doc.get("spec.controllerRef", None, kind=dict)
+    if ref is not None and not (ref.get("kind") and ref.get("name")):
+        raise doc.err("spec.controllerRef", "needs kind and name (apiGroup is optional)")
+    pod_groups: dict[str, int | None] = {}
+    for i, g in enumerate(groups):
+        path = f"spec.podGroups[{i}]"
+        if not isinstance(g, dict):
+            raise doc.err(path, "must be a mapping {name, policy}")
+        gname = g.get("name")
+        if not isinstance(gname, str) or not DNS1123_LABEL.match(gname):
+            raise doc.err(f"{path}.name", f"is required and must be a DNS label, got {gname!r}")
+        if gname in pod_groups:
+            raise doc.err(f"{path}.name", f"duplicate pod group {gname!r}")
+        policy = g.get("policy")
+        if not isinstance(policy, dict) or len({"basic", "gang"} & set(policy)) != 1 \
+                or set(policy) - {"basic", "gang"}:
+            raise doc.err(f"{path}.policy", "exactly one of `basic`, `gang` is required")
+        if "basic" in policy:
+            pod_groups[gname] = None
+            continue
+        gang = policy["gang"]
+        count = gang.get("minCount") if isinstance(gang, dict) else None
+        if not isinstance(count, int) or isinstance(count, bool) or count < 1:
+            raise doc.err(f"{path}.policy.gang.minCount", f"must be a positive integer, got {count!r}")
+        pod_groups[gname] = count
+    step.workloads.append(WorkloadSpec(name=name, pod_groups=pod_groups, source=doc.source))
 
 
 def _name(doc: _Doc) -> str:
@@ -408,9 +497,14 @@ def _parse_doc(doc: _Doc, step: ApplyStep, priorities: dict[str, int]) -> None: 
         step.bare_pods.append(pod)
         step.jobs.append(JobSpec(name=pod.job, kind="Pods", pods=[pod], source=doc.source))
     elif key == "batch/v1/Job":
-        mode = doc.get("spec.completionMode", kind=str)
+        mode = doc.get("spec.completionMode", "NonIndexed", kind=str)  # Kubernetes' default
         if mode != "Indexed":
-            raise doc.err("spec.completionMode", f"{mode!r} is not modelled (supported: Indexed)")
+            raise doc.err("spec.completionMode", (
+                f"{mode!r}{' (the default when unset)' if mode == 'NonIndexed' else ''} is not modelled: "
+                "the model supports Indexed Jobs (supported: Indexed), whose pods get stable indices "
+                "(<job>-0, <job>-1, ..., JOB_COMPLETION_INDEX) that distributed workers use as ranks "
+                "and that fix the order the Job controller creates them in; add "
+                "`completionMode: Indexed` to the Job's spec"))
         completions = doc.get("spec.completions", kind=int)
         parallelism = doc.get("spec.parallelism", kind=int)
         if parallelism != completions or completions < 1:
@@ -428,7 +522,7 @@ def _parse_doc(doc: _Doc, step: ApplyStep, priorities: dict[str, int]) -> None: 
             if p.world_size != 1:
                 raise doc.err("spec.template.spec.containers[].env.WORLD_SIZE",
                               "must be 1 for a Deployment (its replicas are independent)")
-        step.jobs.append(JobSpec(name=name, kind="Deployment", pods=pods, source=doc.source))
+        step.jobs.append(JobSpec(name=name, kind=SERVICE_KIND, pods=pods, source=doc.source))
     elif kind == "PodGroup":
         min_member = doc.get("spec.minMember", kind=int)
         if min_member < 1:
@@ -441,6 +535,8 @@ def _parse_doc(doc: _Doc, step: ApplyStep, priorities: dict[str, int]) -> None: 
             name=name, min_member=min_member, queue=doc.get("spec.queue", "default", kind=str),
             min_resources=None if mr is None else _resources_map(doc, "spec.minResources", mr),
             priority=priorities.get(pc, 0), source=doc.source))
+    elif kind == "Workload":
+        _parse_workload(doc, step, name)
     elif kind == "Queue":
         weight = doc.get("spec.weight", kind=int)
         if weight < 1:
@@ -563,7 +659,7 @@ def load_manifests(paths: list[str | Path] | str | Path) -> Manifests:
         try:
             docs = [d for d in yaml.safe_load_all(f.read_text()) if d is not None]
         except yaml.YAMLError as exc:
-            raise ManifestError(f"{source}: not valid YAML ({str(exc).splitlines()[0]})") from None
+            raise ManifestError(f"{source}: not valid YAML: {yaml_problem(exc)}") from None
         step = ApplyStep(source=source)
         for i, data in enumerate(docs):
             if not isinstance(data, dict):

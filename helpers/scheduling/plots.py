@@ -19,7 +19,12 @@ def _as_dict(result: SchedulingResult | dict[str, Any]) -> dict[str, Any]:
 
 
 def _lanes(result: dict[str, Any]) -> dict[str, list[tuple[str, float, float | None, float]]]:
-    """Pack each node's pods into lanes (intervals that don't overlap share a lane)."""
+    """Pack each node's pods into lanes (intervals that don't overlap share a lane).
+
+    A node gets at least one lane per unit of the scarce resource it has (a lane per GPU),
+    so a GPU no pod used shows as an empty lane rather than vanishing from the picture.
+    """
+    resource = result["metrics"]["utilisation"]["resource"]
     end = result["metrics"]["end_time"]
     per_node: dict[str, list[tuple[float, float, str, float | None]]] = {}
     for name, pod in result["pods"].items():
@@ -39,9 +44,15 @@ def _lanes(result: dict[str, Any]) -> dict[str, list[tuple[str, float, float | N
                 rows.append(stop)
                 i = len(rows) - 1
             lanes.setdefault(f"{node}/{i}", []).append((name, start, working, stop))
-        if not rows:
-            lanes.setdefault(f"{node}/0", [])
-    return lanes
+        units = int((result["nodes"][node].get("allocatable") or {}).get(resource, 0))
+        for i in range(len(rows), max(units, 1)):
+            lanes.setdefault(f"{node}/{i}", [])
+    return {lane: lanes[lane] for lane in sorted(lanes, key=_lane_order)}
+
+
+def _lane_order(lane: str) -> tuple[str, int]:
+    node, _, index = lane.rpartition("/")
+    return node, int(index)
 
 
 def gantt(result: SchedulingResult | dict[str, Any], ax=None, title: str | None = None,
@@ -111,8 +122,10 @@ def utilisation(result: SchedulingResult | dict[str, Any], ax=None, title: str |
         _, ax = plt.subplots(figsize=(9, 3))
     alloc = [a / cap for a in u["allocated"]]
     work = [w / cap for w in u["working"]]
-    ax.step(u["t"], alloc, where="post", label="allocated")
-    ax.step(u["t"], work, where="post", label="working")
+    # Where no GPU is idle the two curves coincide: "allocated" is drawn wide and "working"
+    # thin and dashed on top of it, so both stay visible.
+    ax.step(u["t"], alloc, where="post", label="allocated", lw=3.2, alpha=0.75, color="tab:blue")
+    ax.step(u["t"], work, where="post", label="working", lw=1.4, ls="--", color="tab:orange")
     ax.fill_between(u["t"], work, alloc, step="post", alpha=0.3, color="red", label="waste")
     ax.set_ylim(0, 1.05)
     ax.set_xlim(0, max(data["metrics"]["end_time"], 1))
@@ -126,6 +139,9 @@ def utilisation(result: SchedulingResult | dict[str, Any], ax=None, title: str |
 def compare(results: dict[str, SchedulingResult | dict[str, Any]]):
     """Side-by-side timelines (top) and utilisation (bottom), one column per result.
 
+    Every panel shares one time axis (0 to the latest end), so the columns compare at a
+    glance: a run that finished in 243 s is drawn against the other's 3600 s, not stretched.
+
     Args:
         results: Label -> result, e.g. ``{"default": r1, "volcano": r2}``.
 
@@ -133,10 +149,14 @@ def compare(results: dict[str, SchedulingResult | dict[str, Any]]):
         The matplotlib Figure.
     """
     n = len(results)
-    fig, axes = plt.subplots(2, n, figsize=(7 * n, 7), squeeze=False,
+    fig, axes = plt.subplots(2, n, figsize=(7 * n, 7), squeeze=False, sharex="all",
                              gridspec_kw={"height_ratios": [2, 1]})
     for col, (label, result) in enumerate(results.items()):
         gantt(result, ax=axes[0][col], title=f"{label}: timeline")
         utilisation(result, ax=axes[1][col], title=f"{label}: utilisation")
+    end = max(max(_as_dict(r)["metrics"]["end_time"], 1) for r in results.values())
+    axes[0][0].set_xlim(0, end)  # shared: sets every panel
+    for ax in axes[0]:
+        ax.tick_params(labelbottom=True)  # sharex hides the upper row's tick labels
     fig.tight_layout()
     return fig

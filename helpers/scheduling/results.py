@@ -8,8 +8,12 @@ without knowing which made it.
 
 from __future__ import annotations
 
+import bisect
 from dataclasses import asdict, dataclass, field
 from typing import Any
+
+#: The job kind of an always-on service: its pods never finish, so it is never "completed".
+SERVICE_KIND = "Deployment"
 
 
 @dataclass
@@ -103,11 +107,47 @@ class SchedulingResult:
                 out[queue] = out.get(queue, 0) + 1
         return out
 
+    def held_idle(self, t: float) -> int:
+        """Units of the scarce resource held at time ``t`` by pods that do no work.
+
+        From ``metrics["utilisation"]`` (allocated minus working). With kube-scheduler's gang
+        plugin the model counts nodes reserved at Permit as allocated; a cluster backend sees
+        bound pods only.
+        """
+        u = self.metrics["utilisation"]
+        i = bisect.bisect_right(u["t"], t) - 1
+        return 0 if i < 0 else u["allocated"][i] - u["working"][i]
+
+    def pending_reasons(self) -> dict[str, str]:
+        """Why each Pending pod is not placed: the last scheduling event naming it.
+
+        ``Gated`` (kube-scheduler's GangScheduling PreEnqueue kept it out of the queue: the
+        model's event; a real scheduler records none), ``WaitingOnPermit`` (reserved, waiting
+        for its gang) or ``FailedScheduling`` (no node fits, or its gang's Permit timed out).
+        Pods with no such event map to ``"no scheduling event"``.
+        """
+        last: dict[str, str] = {}
+        for e in self.events:
+            if e["type"] in ("Gated", "WaitingOnPermit", "FailedScheduling") \
+                    and e["object"].startswith("pod/"):
+                last[e["object"][4:]] = f"{e['type']}: {e['message']}"
+        return {name: last.get(name, "no scheduling event") for name, pod in self.pods.items()
+                if pod["phase"] == "Pending"}
+
     def summary(self) -> str:
-        """A readable multi-line summary (what the CLI prints)."""
+        """A readable multi-line summary (what the CLI prints).
+
+        Its first line counts the *training* jobs that completed; an always-on service (a
+        Deployment) never completes, so it is named apart rather than counted as unfinished.
+        """
         m = self.metrics
+        training = [j for j in self.jobs.values() if j.kind != SERVICE_KIND]
+        services = len(self.jobs) - len(training)
+        done = f"training jobs completed={sum(j.state == 'completed' for j in training)}/{len(training)}"
+        if services:
+            done += f" (+{services} always-on service{'s' if services > 1 else ''})"
         lines = [f"scheduler={self.scheduler} backend={self.backend} gridlocked={self.gridlocked} "
-                 f"jobs_completed={m['jobs_completed']}/{m['jobs_total']} "
+                 f"{done} "
                  f"makespan={_fmt(m['makespan'])} s waste={m['waste_gpu_seconds']:.0f} GPU-s "
                  f"end={m['end_time']:.0f} s"]
         lines.append(f"{'job':24} {'kind':10} {'pods':>4} {'min':>4} {'bound':>5} {'pend':>4} "

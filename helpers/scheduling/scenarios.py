@@ -48,13 +48,21 @@ SCENARIOS: dict[str, Scenario] = {
         Scenario("chapter",
                  "The chapter's case: an always-on service holds 5 of 8 GPUs; a 5-worker job "
                  "arrives, then a 3-worker job.",
-                 {"default": ("chapter/default",), "volcano": ("chapter/volcano",)},
+                 {"default": ("chapter/default",), "volcano": ("chapter/volcano",),
+                  "gang": ("chapter/gang",)},
                  nodes=4, node_gpus=2),
         Scenario("two-jobs",
                  "Two 4-worker jobs on 6 GPUs, applied together (Indexed Jobs / PodGroups).",
                  {"default": ("two-jobs/default",), "volcano": ("two-jobs/volcano",),
                   "default-pods": ("two-jobs/default-pods",),
-                  "volcano-job": ("two-jobs/volcano-job",)},
+                  "volcano-job": ("two-jobs/volcano-job",), "gang": ("two-jobs/gang",)},
+                 nodes=3, node_gpus=2),
+        Scenario("gang-bad-input",
+                 "Workload API mistakes kube-scheduler accepts silently: pods naming a missing "
+                 "Workload, minCount above the pod count, a gang larger than the cluster.",
+                 {"gang-missing-workload": ("gang-bad-input/missing-workload",),
+                  "gang-min-count": ("gang-bad-input/min-count-too-big",),
+                  "gang-too-big": ("gang-bad-input/too-big",)},
                  nodes=3, node_gpus=2),
         Scenario("queues",
                  "Two Queues (weights 3:1, team-b capped at 4 GPUs), four 2-worker gangs each.",
@@ -70,8 +78,13 @@ def scenario(name: str) -> Scenario:
     return SCENARIOS[name]
 
 
-def _scheduler_of(variant: str) -> str:
-    return "volcano" if variant.startswith("volcano") else "default"
+def scheduler_of(variant: str) -> str:
+    """The scheduler a variant runs under: ``volcano``, ``gang`` (kube-scheduler's
+    GangScheduling plugin, Workload API) or ``default``, from the variant's prefix."""
+    for prefix in ("volcano", "gang"):
+        if variant.startswith(prefix):
+            return prefix
+    return "default"
 
 
 def run_scenario(which: str | Scenario, variant: str = "default", backend=None, *, seed: int = 0,
@@ -81,8 +94,8 @@ def run_scenario(which: str | Scenario, variant: str = "default", backend=None, 
 
     Args:
         which: Scenario name (see :data:`SCENARIOS`) or a :class:`Scenario`.
-        variant: ``default`` or ``volcano`` (and the scenario's extra variants, e.g.
-            ``volcano-job``); the scheduler is Volcano for variants starting with ``volcano``.
+        variant: ``default``, ``volcano`` or ``gang`` (and the scenario's extra variants, e.g.
+            ``volcano-job``); see :func:`scheduler_of`.
         backend: The backend object :func:`helpers.backend.resolve` returned (its
             ``run_scheduling`` verb runs the scenario), or None for the model.
         seed: Tie-breaking seed of the model.
@@ -96,7 +109,7 @@ def run_scenario(which: str | Scenario, variant: str = "default", backend=None, 
         LabError: Unknown scenario or variant.
     """
     sc = which if isinstance(which, Scenario) else scenario(which)
-    scheduler = _scheduler_of(variant)
+    scheduler = scheduler_of(variant)
     manifest_paths = sc.paths(variant)
     n = nodes if nodes is not None else sc.nodes
     g = node_gpus if node_gpus is not None else sc.node_gpus

@@ -15,7 +15,10 @@ Workload semantics: a worker's container starts ``pod_start_seconds`` after bind
 waits until ``WORLD_SIZE`` peers of its job are running (the DNS rendezvous), works
 ``WORK_SECONDS`` and exits, which frees its resources. ``WORLD_SIZE: 1`` pods work alone.
 
-Creation order: bare pods in manifest order (the order the lessons rely on). For
+Creation order: bare pods in manifest order (the order the lessons rely on); with
+``scheduler="gang"`` kube-scheduler drains its queue after each one, as a real scheduler
+keeps up with the API calls that create them (which decides which of two gangs completes its
+quorum first). For
 ``batch/v1`` Jobs and Deployments applied in the same file, the controllers' slow-start
 batches (1, 2, 4, ... pods) of every workload interleave round-robin, batch by batch.
 **Known simplification:** that lockstep is one order the real controllers can produce, not
@@ -67,7 +70,7 @@ from helpers.scheduling.model import (
     SchedulingResult,
 )
 
-SCHEDULERS = ("default", "volcano")
+SCHEDULERS = ("default", "volcano", "gang")
 
 
 @dataclass
@@ -101,8 +104,8 @@ class PodState:
     """A pod during the run."""
 
     __slots__ = ("attempts", "bound_at", "created_at", "failed_once", "finished_at", "job", "name",
-                 "node", "phase", "priority", "req", "running_at", "scheduler", "seq", "slot",
-                 "spec", "working_at")
+                 "node", "phase", "priority", "req", "reserved_on", "running_at", "scheduler", "seq",
+                 "slot", "spec", "working_at")
 
     def __init__(self, spec: PodSpec, job: JobState, req: tuple[int, ...], seq: int, t: float):
         self.spec = spec
@@ -120,6 +123,7 @@ class PodState:
         self.working_at: float | None = None
         self.finished_at: float | None = None
         self.slot: int | None = None
+        self.reserved_on: int | None = None
         self.attempts = 0
         self.failed_once = False
 
@@ -239,6 +243,7 @@ class _Event:
     seq: int
     kind: str = field(compare=False)
     payload: Any = field(compare=False)
+    cancelled: bool = field(default=False, compare=False)
 
 
 class Simulation:
@@ -247,6 +252,7 @@ class Simulation:
     def __init__(self, manifests: Manifests, nodes: list[NodeSpec], scheduler: str,
                  seed: int, config: SimConfig):
         from helpers.scheduling.default_scheduler import KubeScheduler
+        from helpers.scheduling.gang_scheduler import GangScheduler
         from helpers.scheduling.volcano import VolcanoScheduler
 
         if scheduler not in SCHEDULERS:
@@ -288,7 +294,7 @@ class Simulation:
         self.series_t: list[float] = [0.0]
         self.series_alloc: list[int] = [0]
         self.series_work: list[int] = [0]
-        self.kube = KubeScheduler(self)
+        self.kube = GangScheduler(self) if scheduler == "gang" else KubeScheduler(self)
         self.volcano = VolcanoScheduler(self) if scheduler == "volcano" else None
         if self.volcano:
             self._add_queue(QueueSpec(name="default", weight=1, source="(created by vc-scheduler)"))
@@ -306,11 +312,34 @@ class Simulation:
         """Append to the event log (what ``kubectl get events`` would show)."""
         self.events.append({"t": round(self.t, 3), "type": kind, "object": obj, "message": message})
 
-    def _push(self, t: float, kind: str, payload: Any) -> None:
+    def _push(self, t: float, kind: str, payload: Any) -> _Event:
         self._eseq += 1
-        heapq.heappush(self._events, _Event(t, self._eseq, kind, payload))
+        event = _Event(t, self._eseq, kind, payload)
+        heapq.heappush(self._events, event)
+        return event
+
+    def schedule(self, t: float, kind: str, payload: Any) -> _Event:
+        """Queue a timed event (e.g. a Permit timeout); returns it for :meth:`cancel`."""
+        return self._push(t, kind, payload)
+
+    def cancel(self, event: _Event) -> None:
+        """Drop a queued event that no longer applies (a gang bound before its timeout)."""
+        event.cancelled = True
 
     def _check_installed(self) -> None:
+        workloads = self.manifests.workloads
+        if self.scheduler_mode != "gang":
+            if workloads:
+                raise ManifestError(
+                    f"{workloads[0].source}: field kind: Workload (scheduling.k8s.io/v1alpha1) is served "
+                    "only with the GenericWorkload feature gate and the API group switched on, and "
+                    "gang-scheduled only with GangScheduling too: run with scheduler='gang'")
+            ref_pods = sorted({p.source for j in self.manifests.jobs for p in j.pods if p.workload_ref})
+            for src in ref_pods:
+                self.warnings.append(f"{src}: spec.workloadRef is dropped by an API server without the "
+                                     "GenericWorkload gate; these pods are scheduled one at a time")
+        else:
+            self._check_workload_refs()
         if self.scheduler_mode == "volcano":
             return
         crds = sorted({g.source for g in self.manifests.podgroups if g.vcjob is None}
@@ -326,6 +355,37 @@ class Simulation:
         for src in vc_pods:
             self.warnings.append(f"{src}: pods name schedulerName volcano, which is not running with "
                                  "scheduler='default'; they stay Pending")
+
+    def _check_workload_refs(self) -> None:
+        """Warn about gangs that can never be placed (kube-scheduler accepts them silently)."""
+        workloads = {w.name: w for w in self.manifests.workloads}
+        members: dict[tuple[str, str], list[PodSpec]] = {}
+        for job in self.manifests.jobs:
+            for p in job.pods:
+                if p.workload_ref:
+                    members.setdefault(p.workload_ref, []).append(p)
+        gi = self.resources.index(GPU) if GPU in self.resources else None
+        for (name, group), pods in members.items():
+            w = workloads.get(name)
+            if w is None:
+                self.warnings.append(f"{pods[0].source}: {len(pods)} pod(s) name Workload {name!r}, which "
+                                     "no manifest creates: PreEnqueue keeps them Pending until it exists")
+            elif group not in w.pod_groups:
+                self.warnings.append(f"{pods[0].source}: pods name pod group {group!r}, which Workload "
+                                     f"{name!r} does not have: they stay Pending")
+            elif w.pod_groups[group] is not None and w.pod_groups[group] > len(pods):
+                self.warnings.append(f"{w.source}: Workload {name!r} pod group {group!r} has minCount "
+                                     f"{w.pod_groups[group]} but only {len(pods)} pods: PreEnqueue waits "
+                                     "for pods that never come, they stay Pending")
+            elif gi is not None and w.pod_groups[group] is not None:
+                need = sum(sorted((self.vec(p.requests)[gi] for p in pods), reverse=False)
+                           [:w.pod_groups[group]])
+                have = self.cluster.total[gi]
+                if need > have:
+                    self.warnings.append(f"{w.source}: Workload {name!r} needs {need} {GPU} for its "
+                                         f"minCount {w.pod_groups[group]} pods, the cluster has {have}: "
+                                         "its pods wait at Permit, are rejected after 5 minutes, again "
+                                         "and again; they stay Pending")
 
     def _advance(self, t: float) -> None:
         """Integrate waste up to ``t`` before the allocation changes."""
@@ -368,6 +428,9 @@ class Simulation:
                      f"phase Pending")
             if self.volcano:
                 self.volcano.dirty = True
+        for w in step.workloads:
+            if self.scheduler_mode == "gang":
+                self.kube.workload_added(w)
         batched: list[JobState] = []
         for spec in step.jobs:
             job = self.jobs.get(spec.name)
@@ -385,6 +448,10 @@ class Simulation:
                 batched.append(job)
         for p in step.bare_pods:  # bare pods: created one by one in document order
             self._create_pod(self.jobs[p.job], p)
+            if self.scheduler_mode == "gang":
+                # kube-scheduler's cycles (about a millisecond) outpace the API calls that create
+                # the pods, so a gang whose last pod arrives is placed before the next pod exists.
+                self.kube.drain()
         self._controller_create(batched)
 
     def _controller_create(self, jobs: list[JobState]) -> None:
@@ -437,19 +504,37 @@ class Simulation:
             self._create_pod(job, p)
 
     # ------------------------------------------------------------------ lifecycle
-    def bind(self, pod: PodState, node: int, by: str) -> None:
-        """Bind ``pod`` to ``node`` (both schedulers end here)."""
-        self._advance(self.t)
-        self.cluster.add(node, pod.req)
+    def bind(self, pod: PodState, node: int, by: str, *, reserved: bool = False) -> None:
+        """Bind ``pod`` to ``node`` (every scheduler ends here); ``reserved``: already held."""
+        if not reserved:
+            self.reserve(pod, node)
         pod.node = node
         pod.phase = "Bound"
         pod.bound_at = self.t
+        self.log("Scheduled", f"pod/{pod.name}", f"{by}: bound to {self.cluster.nodes[node].name}")
+        self._push(self.t + self.config.pod_start_seconds, "running", pod)
+
+    def reserve(self, pod: PodState, node: int) -> None:
+        """Account ``pod``'s requests on ``node`` (bound, or reserved at Permit and unbound)."""
+        self._advance(self.t)
+        self.cluster.add(node, pod.req)
         pod.slot = self.cluster.take_slot(node, pod.req)
+        pod.reserved_on = node
         for k, r in enumerate(pod.req):
             self._alloc[k] += r
         self._sample()
-        self.log("Scheduled", f"pod/{pod.name}", f"{by}: bound to {self.cluster.nodes[node].name}")
-        self._push(self.t + self.config.pod_start_seconds, "running", pod)
+
+    def unreserve(self, pod: PodState) -> None:
+        """Release a reservation that never became a binding (a rejected gang pod)."""
+        self._advance(self.t)
+        node = pod.reserved_on
+        self.cluster.remove(node, pod.req)
+        self.cluster.free_slot(node, pod.slot, pod.req)
+        pod.slot = pod.reserved_on = None
+        for k, r in enumerate(pod.req):
+            self._alloc[k] -= r
+        self._sample()
+        self.free_epoch += 1
 
     def _vcjob_phase(self, job: JobState, phase: str) -> None:
         job.vc_phase = phase
@@ -523,6 +608,8 @@ class Simulation:
         """Run to quiescence (or the horizon) and build the result."""
         cfg = self.config
         while True:
+            while self._events and self._events[0].cancelled:
+                heapq.heappop(self._events)
             next_t = self._events[0].t if self._events else None
             session_t = self.volcano.next_session(self.t) if self.volcano else None
             candidates = [x for x in (next_t, session_t) if x is not None]
@@ -534,6 +621,8 @@ class Simulation:
             self.t = t
             while self._events and self._events[0].t <= t:
                 ev = heapq.heappop(self._events)
+                if ev.cancelled:
+                    continue
                 self.steps += 1
                 if self.steps > cfg.max_steps:
                     raise LabError(f"simulation exceeded {cfg.max_steps} events; shrink the scenario "
@@ -544,6 +633,8 @@ class Simulation:
                     self._running(ev.payload)
                 elif ev.kind == "finish":
                     self._finish(ev.payload)
+                elif ev.kind == "gang-timeout":
+                    self.kube.permit_timeout(ev.payload)
             self.kube.drain()
             if self.volcano and self.volcano.next_session(t) == t:
                 self.volcano.session()

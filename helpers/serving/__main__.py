@@ -14,50 +14,13 @@ watching the parent pid elsewhere), so a crashed notebook kernel leaves no serve
 from __future__ import annotations
 
 import argparse
-import ctypes
-import ctypes.util
-import os
 import signal
 import sys
-import threading
-import time
 import warnings
 
 from helpers.errors import LabError, cli_errors
 from helpers.model_store import ONNX_EXTENSIONS, XGBOOST_EXTENSIONS, find_model_file
-
-PR_SET_PDEATHSIG = 1
-
-
-def die_with_parent(parent_pid: int | None = None, use_prctl: bool = True) -> str:
-    """Arrange for this process to receive SIGTERM when its parent exits.
-
-    Args:
-        parent_pid: the pid expected as parent; if it is already gone, exit now.
-        use_prctl: on Linux, ask the kernel (``PR_SET_PDEATHSIG``): immediate, but it fires
-            when the *thread* that started this process ends. Pass ``False`` when a worker
-            thread started it; a thread here then polls the parent pid twice a second.
-
-    Returns:
-        The mechanism used: ``"prctl"`` or ``"watch-thread"``.
-    """
-    mechanism = "watch-thread"
-    if use_prctl and sys.platform.startswith("linux"):
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
-        if libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0) == 0:
-            mechanism = "prctl"
-    expected = parent_pid if parent_pid is not None else os.getppid()
-    if os.getppid() != expected:  # the parent died before we got here
-        os.kill(os.getpid(), signal.SIGTERM)
-    if mechanism != "prctl":
-        def watch() -> None:
-            while os.getppid() == expected:
-                time.sleep(0.5)
-            os.kill(os.getpid(), signal.SIGTERM)
-
-        threading.Thread(target=watch, name="parent-watch", daemon=True).start()
-    return mechanism
-
+from helpers.processes import die_with_parent
 
 #: Optional packages this process never uses, each imported by a library only if installed.
 UNUSED_OPTIONAL = {

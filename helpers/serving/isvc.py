@@ -34,7 +34,7 @@ from urllib.parse import urlparse
 import yaml
 
 from helpers import paths, versions
-from helpers.errors import ManifestError
+from helpers.errors import ManifestError, yaml_problem
 from helpers.kube.names import DNS1035_LABEL as _DNS1035_LABEL
 from helpers.kube.names import DNS1123_LABEL as _DNS1123_LABEL
 from helpers.kube.names import MODEL_NAMESPACE
@@ -455,7 +455,7 @@ def load_yaml(path: str | Path) -> dict:
     try:
         docs = [d for d in yaml.safe_load_all(target.read_text()) if d is not None]
     except yaml.YAMLError as exc:
-        raise ManifestError(f"{target} is not valid YAML: {exc}") from None
+        raise ManifestError(f"{target} is not valid YAML: {yaml_problem(exc)}") from None
     if len(docs) != 1:
         raise ManifestError(f"{target} holds {len(docs)} YAML documents: expected one "
                             "InferenceService")

@@ -13,13 +13,12 @@ own event loop, so the server runs as a child process (``python -m helpers.servi
 No orphan is left behind: the child runs in its own process group (so its whole tree is
 signalled), a ``weakref.finalize`` stops it when the handle is collected or the
 interpreter exits, an interrupt while waiting stops it at once, and the child itself
-exits if the kernel dies (``PR_SET_PDEATHSIG``, see ``helpers/serving/__main__.py``).
+exits if the kernel dies (``PR_SET_PDEATHSIG``, :func:`helpers.processes.die_with_parent`).
 """
 
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import tempfile
@@ -30,19 +29,12 @@ from pathlib import Path
 
 from helpers import paths
 from helpers.errors import LabError
-from helpers.processes import stop_group
+from helpers.processes import free_port, stop_group
 from helpers.serving.client import Endpoint, EndpointError
 
 
 class ServerError(LabError):
     """The local model server failed to start, or stopped unexpectedly."""
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    """Return a TCP port that is free on ``host`` right now (the OS picks it)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))
-        return int(sock.getsockname()[1])
 
 
 class LocalServer:

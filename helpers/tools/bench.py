@@ -33,6 +33,7 @@ SECTIONS: dict[str, str] = {
     "serving": "helpers.tools.bench_serving:run",
     "scheduling": "helpers.tools.bench_scheduling:run",
     "e2e": "helpers.tools.bench_pipeline:bench",
+    "distributed": "helpers.tools.bench_distributed:bench",
 }
 
 
@@ -70,7 +71,7 @@ def _call(spec: str) -> dict:
 @cli_errors
 def main(argv: list[str] | None = None) -> int:
     """Run the selected sections and merge their figures into build/bench.json."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m helpers.bench", description=__doc__.splitlines()[0])
     parser.add_argument("--only", nargs="*", choices=sorted(SECTIONS), default=None)
     parser.add_argument("--skip", nargs="*", choices=sorted(SECTIONS), default=[])
     args = parser.parse_args(argv)

@@ -2,7 +2,8 @@
 
 Workload: 1,000 nodes (8 ``example.com/gpu``, 64 cpu, 256Gi each) and 500 gangs of 20
 one-GPU workers (10,000 pods), applied together: Indexed Jobs for kube-scheduler, Volcano
-Jobs (minAvailable 20) for Volcano; then the same with 4 GPUs per node (contended).
+Jobs (minAvailable 20) for Volcano, Indexed Jobs naming a Workload (gang minCount 20) for
+kube-scheduler's GangScheduling plugin; then the same with 4 GPUs per node (contended).
 Figures are reported, never asserted.
 """
 
@@ -20,14 +21,20 @@ from helpers.scheduling.model import (
     Manifests,
     PodGroupSpec,
     PodSpec,
+    WorkloadSpec,
     make_nodes,
 )
-from helpers.scheduling.simulate import SimConfig, simulate
+from helpers.scheduling.simulate import SCHEDULERS, SimConfig, simulate
 
 
 def gang_workload(gangs: int = 500, size: int = 20, *, volcano: bool,
-                  work: float = 600.0) -> Manifests:
-    """Build ``gangs`` jobs of ``size`` one-GPU workers in memory (same objects the parser makes)."""
+                  work: float = 600.0, workload_api: bool = False) -> Manifests:
+    """Build ``gangs`` jobs of ``size`` one-GPU workers in memory (same objects the parser makes).
+
+    ``volcano``: Volcano Jobs with their PodGroups; ``workload_api``: Indexed Jobs whose pods
+    name a Workload with one gang pod group (kube-scheduler's GangScheduling plugin); neither:
+    plain Indexed Jobs.
+    """
     step = ApplyStep(source="bench")
     req = {"cpu": 100, "memory": 64 * 2**20, GPU: 1}
     for g in range(gangs):
@@ -35,7 +42,10 @@ def gang_workload(gangs: int = 500, size: int = 20, *, volcano: bool,
         pods = [PodSpec(name=f"{name}-{i}", job=name, requests=dict(req),
                         scheduler_name=VOLCANO if volcano else DEFAULT_SCHEDULER,
                         group=name if volcano else None, world_size=size, work_seconds=work,
+                        workload_ref=(name, "workers") if workload_api else None,
                         source="bench") for i in range(size)]
+        if workload_api:
+            step.workloads.append(WorkloadSpec(name=name, pod_groups={"workers": size}, source="bench"))
         if volcano:
             step.podgroups.append(PodGroupSpec(name=name, min_member=size,
                                                min_resources={k: v * size for k, v in req.items()},
@@ -49,7 +59,7 @@ def gang_workload(gangs: int = 500, size: int = 20, *, volcano: bool,
 
 def _measure(scheduler: str, gpus_per_node: int = 8) -> dict:
     def once():
-        manifests = gang_workload(volcano=scheduler == "volcano")
+        manifests = gang_workload(volcano=scheduler == "volcano", workload_api=scheduler == "gang")
         nodes = make_nodes(1000, gpus_per_node, cpu="64", memory="256Gi")
         return simulate(manifests, nodes, scheduler, seed=0, config=SimConfig(horizon=7200))
 
@@ -67,7 +77,7 @@ def _measure(scheduler: str, gpus_per_node: int = 8) -> dict:
 
 
 def run() -> dict:
-    """Time both schedulers on the 1,000-node / 10,000-pod workload and each lab on sim."""
+    """Time the three schedulers on the 1,000-node / 10,000-pod workload and each lab on sim."""
     import resource
 
     from helpers import paths
@@ -75,10 +85,10 @@ def run() -> dict:
 
     out = {"workload": "1000 nodes x 8 GPUs, 500 gangs x 20 pods", "target_seconds": 5,
            "target_peak_mb": 500}
-    for scheduler in ("default", "volcano"):
+    for scheduler in SCHEDULERS:
         out[scheduler] = _measure(scheduler)
     # Contended: 4,000 GPUs for 10,000 workers; kube-scheduler gridlocks, Volcano drains the queue.
-    out["contended_4_gpus_per_node"] = {s: _measure(s, 4) for s in ("default", "volcano")}
+    out["contended_4_gpus_per_node"] = {s: _measure(s, 4) for s in SCHEDULERS}
     out["process_max_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
     labs = {}
     for nb in sorted(paths.labs_dir().glob("0[12]_*.ipynb")):

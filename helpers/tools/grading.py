@@ -18,7 +18,7 @@ cell, so an unsolved exercise does not stop the later ones from being graded.
 
 Usage::
 
-    python -m helpers.grading student [--labs 00 03] [--out build/student]
+    python -m helpers.grading student [--labs 00 03] [--out build/student] [--keep-existing]
     python -m helpers.grading grade path/to/submission.ipynb [--json report.json] [--fail-under 100]
 """
 
@@ -33,6 +33,7 @@ import re
 import subprocess
 import sys
 import tempfile
+import textwrap
 import time
 import xml.etree.ElementTree as ET  # noqa: S405 - parses the report pytest just wrote, nothing else
 from dataclasses import asdict, dataclass, field
@@ -53,6 +54,8 @@ END_SOLUTION = "### END SOLUTION"
 NBGRADER_SCHEMA = 3
 # Terminal colour codes, raw or as JUnit XML escapes them ("#x1B[31m").
 _ANSI = re.compile(r"(\x1b|#x1B)\[[0-9;]*[A-Za-z]")
+#: The longest failure message a report keeps (a check's "expected ..., found ..." fits).
+MESSAGE_CHARS = 300
 _EXCEPTION_LINE = re.compile(r"^([A-Za-z_][\w.]*(Error|Exception|Interrupt|Exit))\b:?(.*)$")
 
 
@@ -111,15 +114,25 @@ class GradeReport:
         """Score as a percentage of the exercises (0 when there is none)."""
         return 100.0 * self.score / self.total if self.total else 0.0
 
-    def table(self) -> str:
-        """The pass/fail table ``make grade`` prints, ending with the score line."""
-        width = min(max([len(ex.title) for ex in self.exercises] + [8]), 72)
-        lines = [f"{'#':>2}  {'exercise':<{width}}  result",
-                 "-" * (width + 12)]
+    def table(self, title_width: int = 44, result_width: int = 64) -> str:
+        """The pass/fail table ``make grade`` prints, ending with the score line.
+
+        Long titles and failure messages wrap inside their columns rather than being cut.
+        """
+        width = min(max([len(ex.title) for ex in self.exercises] + [8]), title_width)
+        rule = "-" * (width + 6 + result_width)
+        lines = [f"{'#':>2}  {'exercise':<{width}}  result", rule]
         for ex in self.exercises:
-            result = "PASS" if ex.passed else f"FAIL  {ex.message}"
-            lines.append(f"{ex.number:>2}  {ex.title[:width]:<{width}}  {result}")
-        lines.append("-" * (width + 12))
+            title = textwrap.wrap(ex.title, width, break_on_hyphens=False) or [""]
+            result = ["PASS"] if ex.passed else textwrap.wrap(f"FAIL  {ex.message}", result_width,
+                                                               break_on_hyphens=False,
+                                                               subsequent_indent="      ")
+            for k in range(max(len(title), len(result))):
+                number = f"{ex.number:>2}" if k == 0 else "  "
+                left = title[k] if k < len(title) else ""
+                right = result[k] if k < len(result) else ""
+                lines.append(f"{number}  {left:<{width}}  {right}".rstrip())
+        lines.append(rule)
         lines.append(f"score: {self.score}/{self.total} ({self.percent:.0f}%)")
         if self.other_failures:
             lines.append("other cells that failed (they may explain failing checks):")
@@ -256,16 +269,19 @@ def student_copy(nb: nbformat.NotebookNode) -> nbformat.NotebookNode:
 
 
 def write_student_copies(selected: list[str] | None = None,
-                         out_dir: str | os.PathLike[str] | None = None) -> list[Path]:
+                         out_dir: str | os.PathLike[str] | None = None,
+                         keep_existing: bool = False) -> list[Path]:
     """Write the student copy of each lab (``labs/NN_*.ipynb``) into ``out_dir``.
 
     Args:
         selected: lab prefixes to include (e.g. ``["00", "03"]``); default every lab.
         out_dir: destination folder; default ``build/student``. Relative paths resolve
             against the repository root.
+        keep_existing: leave a copy that is already there untouched (``make jupyter``: it
+            holds the learner's own work) and write only the missing ones.
 
     Returns:
-        The paths written, in lab order.
+        The paths written, in lab order (without the copies kept).
     """
     from helpers.tools import runner
 
@@ -277,6 +293,8 @@ def write_student_copies(selected: list[str] | None = None,
     written = []
     for lab in labs:
         target = out / lab.name
+        if keep_existing and target.exists():
+            continue
         nbformat.write(student_copy(read_notebook(lab)), target)
         written.append(target)
     return written
@@ -333,7 +351,7 @@ def _failure_message(text: str, fallback: str) -> str:
     lines = [_ANSI.sub("", ln).strip() for ln in text.splitlines()]
     hits = [ln for ln in lines if _EXCEPTION_LINE.match(ln)]
     message = (hits[-1] if hits else fallback).rstrip(": ")  # "NotImplementedError: " has no text
-    return message if len(message) <= 100 else message[:97] + "..."
+    return message if len(message) <= MESSAGE_CHARS else message[:MESSAGE_CHARS - 3] + "..."
 
 
 def parse_junit(report: Path) -> dict[int, tuple[str, str]]:
@@ -447,11 +465,14 @@ def grade(notebook: str | os.PathLike[str], *, reference: str | os.PathLike[str]
 @cli_errors
 def main(argv: list[str] | None = None) -> int:
     """``python -m helpers.grading student|grade``: see the module docstring."""
-    parser = argparse.ArgumentParser(description="Student copies and grading of the labs.")
+    parser = argparse.ArgumentParser(prog="python -m helpers.grading",
+                                     description="Student copies and grading of the labs.")
     sub = parser.add_subparsers(dest="command", required=True)
     student = sub.add_parser("student", help="write student copies (solutions cleared)")
     student.add_argument("--labs", nargs="*", default=None, help="lab prefixes, e.g. 00 03")
     student.add_argument("--out", default="build/student", help="output folder (default build/student)")
+    student.add_argument("--keep-existing", action="store_true",
+                         help="write only the missing copies; never overwrite one (it may hold answers)")
     grader = sub.add_parser("grade", help="grade a submitted notebook with nbval")
     grader.add_argument("notebook", nargs="?", default="", help="the submitted .ipynb")
     grader.add_argument("--json", default=None, help="also write the report as JSON here")
@@ -460,8 +481,10 @@ def main(argv: list[str] | None = None) -> int:
     grader.add_argument("--no-reference", action="store_true",
                         help="grade the submission's own check cells, not those of labs/<name>")
     args = parser.parse_args(argv)
+    if args.command == "grade" and not 0 <= args.fail_under <= 100:
+        parser.error(f"--fail-under is a percentage of the exercises (0-100), got {args.fail_under:g}")
     if args.command == "student":
-        for path in write_student_copies(args.labs, args.out):
+        for path in write_student_copies(args.labs, args.out, keep_existing=args.keep_existing):
             print(f"student copy: {path}")
         return 0
     if not args.notebook:

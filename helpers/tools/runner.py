@@ -12,6 +12,7 @@ Usage::
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from dataclasses import dataclass
@@ -21,6 +22,8 @@ from helpers import paths
 from helpers.errors import cli_errors
 
 KERNEL = "python3"
+#: Set by a Jupyter server for the kernels of its sessions (and so inherited by their children).
+SESSION_ENV = "JPY_SESSION_NAME"
 
 
 def ipc_kernel_manager():
@@ -36,6 +39,13 @@ def ipc_kernel_manager():
             # The socket files live in the temp dir, not in the working directory.
             kwargs.setdefault("ip", str(Path(tempfile.gettempdir()) / f"kflabs-{uuid.uuid4().hex[:12]}"))
             super().__init__(**kwargs)
+
+        async def _async_pre_start_kernel(self, **kw):
+            # A run started from inside JupyterLab would hand its kernel the notebook's
+            # session name; without it a lab knows nobody is looking (the explorer stays off).
+            env = kw.get("env", os.environ)
+            kw["env"] = {k: v for k, v in env.items() if k != SESSION_ENV}
+            return await super()._async_pre_start_kernel(**kw)
 
     return IPCKernelManager
 
@@ -134,7 +144,7 @@ def run_all(
     backend: str = "sim",
     selected: list[str] | None = None,
     build_dir: Path | None = None,
-    stream=sys.stdout,
+    stream=None,
     jobs: int | None = None,
 ) -> list[LabRun]:
     """Run the selected labs, ``jobs`` at a time, printing progress to ``stream``.
@@ -142,14 +152,20 @@ def run_all(
     Each lab runs in its own kernel (papermill), in a worker process when ``jobs > 1``.
     Returns the runs in lab order.
     """
-    from concurrent.futures import ProcessPoolExecutor, as_completed
+    from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 
+    from helpers import backend as backends
+
+    stream = sys.stdout if stream is None else stream  # at call time: a redirected stdout is honoured
     build = build_dir or paths.build_dir()
     labs = lab_notebooks(selected)
     if not labs:
         from helpers.errors import LabError
 
         raise LabError(f"no lab matches {selected} in {paths.labs_dir()}")
+    # Refuse an unknown or unreachable backend before any lab runs: a run would only
+    # overwrite the executed notebooks of a good run with failed ones.
+    backends.resolve(backend, announce=False)
     jobs = max(1, min(jobs or default_jobs(backend), len(labs)))
     print(f"running {len(labs)} lab(s) on {backend}, {jobs} at a time", file=stream, flush=True)
     kwargs = [dict(notebook=nb, parameters={"BACKEND": backend, "OUTPUT_DIR": str(build / "results")},
@@ -168,21 +184,33 @@ def run_all(
             print(f"  started {kw['notebook'].stem}", file=stream, flush=True)
             report(run_lab(**kw))
     else:
+        # At most ``jobs`` labs are handed to the pool at once, so a lab is announced as
+        # started when a worker actually takes it, not when it is queued.
+        waiting = list(kwargs)
         with ProcessPoolExecutor(max_workers=jobs) as pool:
-            futures = []
-            for kw in kwargs:
-                futures.append(pool.submit(run_lab, **kw))
-            print("  started " + ", ".join(nb.stem for nb in labs) + " (queued by the pool)",
-                  file=stream, flush=True)
-            for future in as_completed(futures):
-                report(future.result())
+            running = set()
+
+            def start_next() -> None:
+                kw = waiting.pop(0)
+                print(f"  started {kw['notebook'].stem}", file=stream, flush=True)
+                running.add(pool.submit(run_lab, **kw))
+
+            while waiting and len(running) < jobs:
+                start_next()
+            while running:
+                done, _ = wait(running, return_when=FIRST_COMPLETED)
+                for future in done:
+                    running.discard(future)
+                    report(future.result())
+                    if waiting:
+                        start_next()
     return [runs[nb.stem] for nb in labs]
 
 
 @cli_errors
 def main(argv: list[str] | None = None) -> int:
     """Command-line entry point; returns the process exit status."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m helpers.runner", description=__doc__.splitlines()[0])
     parser.add_argument("--backend", default="sim", help="sim | kind | kwok | auto")
     parser.add_argument("--labs", nargs="*", help="lab prefixes to run, e.g. 01 03 (default all)")
     parser.add_argument("--build-dir", type=Path, default=None, help="default: build/")

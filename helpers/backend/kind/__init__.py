@@ -25,16 +25,26 @@ from helpers.backend.base import Backend, register
 from helpers.errors import BackendUnavailable
 from helpers.kube.names import KIND_CONTEXT, MODEL_NAMESPACE
 
+#: The commands a kind cluster needs on this machine.
+KIND_TOOLS = ("docker", "kind", "kubectl")
 
-def _fix() -> str:
-    missing = [tool for tool in ("docker", "kind", "kubectl") if shutil.which(tool) is None]
+
+def _join(items: list[str]) -> str:
+    return items[0] if len(items) == 1 else ", ".join(items[:-1]) + " and " + items[-1]
+
+
+def _kind_message(problem: str) -> str:
+    """One sentence: what is wrong, which tools (only those) are missing, and what to do."""
+    from helpers.kube.kubectl import tool_fix
+
+    missing = [tool for tool in KIND_TOOLS if shutil.which(tool) is None]
     if missing:
-        return (
-            f"{', '.join(missing)} not found on PATH: install Docker (https://docs.docker.com/get-docker/),"
-            " kind (https://kind.sigs.k8s.io) and kubectl, then run `make cluster-up`;"
-            ' or run the lab with BACKEND="sim"'
-        )
-    return 'run `make cluster-up` to create it, or run the lab with BACKEND="sim"'
+        verb = "is" if len(missing) == 1 else "are"
+        return (f'BACKEND="kind": {problem}, and {_join(missing)} {verb} not on PATH: '
+                f"{'; '.join(tool_fix(t) for t in missing)}; then run `make cluster-up`, "
+                'or run the lab with BACKEND="sim".')
+    return (f'BACKEND="kind": {problem}: run `make cluster-up` to create the cluster, '
+            'or run the lab with BACKEND="sim".')
 
 
 @register
@@ -55,7 +65,7 @@ class KindBackend(Backend):
         ctx = context or KIND_CONTEXT
         problem = client.probe(cfg, ctx)
         if problem:
-            raise BackendUnavailable(f'BACKEND="kind": {problem}. Fix: {_fix()}.')
+            raise BackendUnavailable(_kind_message(problem))
         return cls(f"kind cluster reachable through context {ctx}", str(cfg), ctx)
 
     def run_scheduling(self, manifest_paths: list[Path], nodes: list, scheduler: str, *,

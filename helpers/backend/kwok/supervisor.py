@@ -39,6 +39,23 @@ from helpers.kube import client as k8s
 # --------------------------------------------------------------------------- processes
 
 
+#: Kubernetes 1.35's Workload API (KEP-4671, alpha, off by default): the feature gates each
+#: component needs for kube-scheduler's gang scheduling, and the API group to serve. The kind
+#: config (cluster/kind/kind-config.yaml) switches on the same; a test checks they agree.
+WORKLOAD_API_GATES = {"kube-apiserver": ("GenericWorkload",),
+                      "kube-scheduler": ("GenericWorkload", "GangScheduling")}
+WORKLOAD_API_GROUP = "scheduling.k8s.io/v1alpha1"
+
+
+def workload_api_flags(component: str) -> list[str]:
+    """Command-line flags that switch the Workload API on for ``component`` (may be [])."""
+    gates = WORKLOAD_API_GATES.get(component, ())
+    flags = [f"--feature-gates={','.join(f'{g}=true' for g in gates)}"] if gates else []
+    if component == "kube-apiserver":
+        flags.append(f"--runtime-config={WORKLOAD_API_GROUP}=true")
+    return flags
+
+
 def ports() -> dict[str, int]:
     """Every loopback port the control plane uses (``$KFLABS_CONTROLPLANE_PORT_BASE`` moves them)."""
     raw = os.environ.get(PORT_BASE_ENV, str(DEFAULT_PORT_BASE))
@@ -116,6 +133,7 @@ def _components(st: Path, p: dict[str, int], token: str) -> list[Component]:
         ], p["etcd"], lambda: _http_ok(f"http://127.0.0.1:{p['etcd']}/health", expect="true")),
         Component("kube-apiserver", [
             str(b / "kube-apiserver"), f"--etcd-servers=http://127.0.0.1:{p['etcd']}",
+            *workload_api_flags("kube-apiserver"),
             "--bind-address=127.0.0.1", "--advertise-address=127.0.0.1",
             f"--secure-port={p['kube-apiserver']}",
             # No kubelets and no real Service network: the `kubernetes` Service's endpoint
@@ -147,6 +165,7 @@ def _components(st: Path, p: dict[str, int], token: str) -> list[Component]:
             lambda: _http_ok(f"https://127.0.0.1:{p['kube-controller-manager']}/healthz", _insecure())),
         Component("kube-scheduler", [
             str(b / "kube-scheduler"), *common_auth, f"--secure-port={p['kube-scheduler']}",
+            *workload_api_flags("kube-scheduler"),
         ], p["kube-scheduler"],
             lambda: _http_ok(f"https://127.0.0.1:{p['kube-scheduler']}/healthz", _insecure())),
         Component("vc-scheduler", [
