@@ -100,6 +100,16 @@ def test_publish_refuses_before_anything_moves(kit_models, tmp_path):
     assert deploy.publish_model(kit_models["json"].parent, sim).startswith("pvc://")
 
 
+def test_loaded_base_score_shows_what_the_loader_kept(kit_models, tmp_path):
+    doc = json.loads(kit_models["json"].read_text())
+    written = float(doc["learner"]["learner_model_param"]["base_score"])
+    assert training.loaded_base_score(kit_models["json"]) == pytest.approx(written)
+    doc["learner"]["learner_model_param"]["base_score"] = "[2E-1,3E-1,5E-1]"  # 3.1+'s form
+    per_class = tmp_path / "model.json"
+    per_class.write_text(json.dumps(doc))
+    assert training.loaded_base_score(per_class) == 0.5
+
+
 @pytest.mark.parametrize("content, suffix, needle", [
     ("not json", ".json", "not an XGBoost JSON model"),
     ('{"learner": {}}', ".json", "no XGBoost version field"),
@@ -167,8 +177,7 @@ def test_xgboost3_models_in_the_pinned_runtime(tmp_path, requirement, same_predi
         path = out / f"{data}.{fmt}"
         assert model_store.saved_by(path) == saved
         booster = xgb.Booster(model_file=str(path))  # loads without an error: no warning sign
-        loaded_base = json.loads(booster.save_config())["learner"]["learner_model_param"][
-            "base_score"]
+        loaded_base = training.loaded_base_score(path)
         gap = float(np.abs(booster.predict(xgb.DMatrix(X)) - np.load(out / f"{data}.npy")).max())
         print(f"{trained} {data} {fmt}: loaded by {xgb.__version__}, base_score read as "
               f"{loaded_base}, largest probability gap {gap:.4f}")
