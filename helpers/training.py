@@ -348,6 +348,16 @@ def predict(booster: xgb.Booster, X: np.ndarray, nthread: int = 1,
     return probabilities.argmax(axis=1), probabilities
 
 
+def loaded_base_score(path: str | os.PathLike[str]) -> float:
+    """The ``base_score`` the installed XGBoost holds after loading the model file ``path``.
+
+    Compare it with the file's own ``learner_model_param.base_score`` to see what a loader
+    kept: XGBoost 2.1 reads the per-class form 3.1+ writes (``"[a,b,c]"``) as its default 0.5.
+    """
+    booster = xgb.Booster(model_file=str(path))
+    return float(json.loads(booster.save_config())["learner"]["learner_model_param"]["base_score"])
+
+
 def describe_json_model(path: str | os.PathLike[str]) -> dict[str, Any]:
     """Read an XGBoost JSON model with the standard ``json`` module alone (no XGBoost).
 

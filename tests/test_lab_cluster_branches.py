@@ -9,13 +9,14 @@ tests/test_cluster_commands.py.)
 
 from __future__ import annotations
 
+import json
 import subprocess
 from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
 
-from helpers import backend
+from helpers import backend, versions
 from helpers.backend.kind import serving as kind_serving
 from helpers.errors import BackendUnavailable, LabError, ManifestError, ModelStoreError
 from helpers.kube import names as kube_names
@@ -81,9 +82,10 @@ def calls(monkeypatch) -> list[tuple]:
 
 @pytest.fixture
 def store(tmp_path) -> Path:
-    """A model store holding one model folder, ``iris/model.json`` (content is not read)."""
+    """A model store holding one model folder, ``iris/model.json`` (only its version is read)."""
     (tmp_path / "iris").mkdir()
-    (tmp_path / "iris" / "model.json").write_text("{}")
+    saved_by = [int(p) for p in versions.pin("kserve_xgboost").split(".")]
+    (tmp_path / "iris" / "model.json").write_text(json.dumps({"version": saved_by}))
     return tmp_path
 
 
@@ -168,7 +170,10 @@ def test_the_endpoint_talks_to_the_port_forward(store, calls):
 
 def _store_with(store: Path, name: str) -> Path:
     (store / name).mkdir()
-    (store / name / "model.ubj").write_bytes(b"{}")
+    # UBJSON of {"version": [<the pinned runtime's XGBoost>]}: only the version is read.
+    saved_by = b"".join(b"i" + bytes([int(p)]) for p in versions.pin("kserve_xgboost").split("."))
+    (store / name / "model.ubj").write_bytes(b"{L" + (7).to_bytes(8, "big") + b"version[#L"
+                                             + (3).to_bytes(8, "big") + saved_by + b"}")
     return store
 
 

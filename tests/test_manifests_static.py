@@ -2,8 +2,8 @@
 
 * Core Kubernetes objects validate against the Kubernetes JSON schemas of the pinned minor
   (kubernetes-validate, strict: unknown fields are errors).
-* Volcano, KServe and Training Operator objects validate against the CRD schemas those
-  projects publish, taken at test time from their Go modules at the pinned versions (the
+* Volcano, KServe, Training Operator, Trainer v2 and JobSet objects validate against the CRD
+  schemas those projects publish, taken at test time from their Go modules at the pinned versions (the
   module proxy, through ``helpers.backend.kwok.nodes.module_dir``); nothing upstream is committed.
   Without Go (or the proxy) these tests skip and say why.
 * The kind config is checked against the pins in ``cluster/versions.yaml``.
@@ -40,6 +40,8 @@ CRD_SOURCES = {
     "volcano": ("volcano.sh/volcano", "config/crd/volcano/bases"),
     "kserve": ("github.com/kserve/kserve", "config/crd/full"),
     "training_operator": ("github.com/kubeflow/training-operator", "manifests/base/crds"),
+    "trainer": ("github.com/kubeflow/trainer/v2", "manifests/base/crds"),
+    "jobset": ("sigs.k8s.io/jobset", "config/components/crd/bases"),
 }
 
 
@@ -270,7 +272,7 @@ def test_core_validation_catches_a_typo():
 def test_custom_objects_validate_against_the_published_crds(crd_schemas):
     docs = [(s, d) for s, d in manifest_documents() + rendered_objects() if not is_core(d)]
     kinds = {d["kind"] for _, d in docs}
-    assert {"XGBoostJob", "InferenceService"} <= kinds, kinds
+    assert {"XGBoostJob", "InferenceService", "TrainJob", "ClusterTrainingRuntime"} <= kinds, kinds
     failures = [f"{source}: {err}" for source, doc in docs for err in crd_errors(crd_schemas, doc)]
     print(f"validated {len(docs)} custom objects of kinds {sorted(kinds)}")
     assert not failures, "\n".join(failures)
@@ -305,6 +307,115 @@ def test_crd_schemas_come_from_the_pinned_modules_not_the_repo(crd_schemas):
     assert ("kubeflow.org/v1", "XGBoostJob") in crd_schemas
     assert ("serving.kserve.io/v1beta1", "InferenceService") in crd_schemas
     assert ("batch.volcano.sh/v1alpha1", "Job") in crd_schemas
+    assert ("trainer.kubeflow.org/v1alpha1", "TrainJob") in crd_schemas
+    assert ("jobset.x-k8s.io/v1alpha2", "JobSet") in crd_schemas
+
+
+# --------------------------------------------------------------------------- Trainer v2
+TRAINING_MANIFESTS = paths.cluster_dir() / "manifests" / "training"
+
+
+def _training_doc(name: str) -> dict:
+    (doc,) = yaml.safe_load_all((TRAINING_MANIFESTS / name).read_text())
+    return doc
+
+
+@pytest.fixture(scope="module")
+def trainer_module() -> Path:
+    """Trainer v2's Go module at the pin (its source is the reference for the facts below)."""
+
+    try:
+        return kwok_nodes.module_dir("github.com/kubeflow/trainer/v2", versions.pin("trainer"))
+    except BackendUnavailable as exc:
+        pytest.skip(f"Trainer v2's module unavailable (needs Go and the module proxy): {exc}")
+
+
+def test_trainer_pin_bundles_the_pinned_jobset(trainer_module):
+    chart = yaml.safe_load((trainer_module / "charts/kubeflow-trainer/Chart.yaml").read_text())
+    bundled = {d["name"]: d["version"] for d in chart["dependencies"]}
+    assert "v" + bundled["jobset"] == versions.pin("jobset")
+    assert f"sigs.k8s.io/jobset {versions.pin('jobset')}" in (trainer_module / "go.mod").read_text()
+    assert chart["version"] == versions.pin("trainer").lstrip("v")
+
+
+def test_runtime_keeps_what_the_xgboost_and_volcano_plugins_look_for(trainer_module):
+    """The label, container name, env names and annotation keys match Trainer's source."""
+    from helpers import distributed
+
+    constants = (trainer_module / "pkg/constants/constants.go").read_text()
+    for name in distributed.TRAINER_V2_ENV:
+        assert f'"{name}"' in constants, name
+    assert re.search(r"ContainerTrainerPort int32 = 29500", constants)
+    volcano = (trainer_module / "pkg/runtime/framework/plugins/volcano/volcano.go").read_text()
+    assert "PodAnnotations[volcanov1beta1.KubeGroupNameAnnotationKey] = trainJob.Name" in volcano
+    assert "info.Annotations[volcanov1beta1.QueueNameAnnotationKey]" in volcano
+    # v2.3.0 sets no schedulerName: the runtime's pod template must carry it.
+    assert "SchedulerName" not in volcano
+
+    runtime = _training_doc("30-trainingruntime-xgboost-volcano.yaml")
+    assert runtime["spec"]["podGroupPolicy"] == {"volcano": {}}
+    assert runtime["spec"]["mlPolicy"]["xgboost"] == {}
+    (rjob,) = runtime["spec"]["template"]["spec"]["replicatedJobs"]
+    assert rjob["name"] == "node"
+    assert rjob["template"]["metadata"]["labels"][
+        "trainer.kubeflow.org/trainjob-ancestor-step"] == "trainer"
+    pod = rjob["template"]["spec"]["template"]["spec"]
+    assert pod["schedulerName"] == "volcano"
+    assert [c["name"] for c in pod["containers"]] == ["node"]
+    assert runtime["spec"]["template"]["metadata"]["annotations"][
+        "scheduling.volcano.sh/queue-name"] == "default"
+
+
+def test_trainjob_runs_the_kit_code_as_the_xgboostjob_does():
+    from helpers import train
+
+    job = _training_doc("40-trainjob.yaml")
+    runtime = _training_doc("30-trainingruntime-xgboost-volcano.yaml")
+    v1 = _training_doc("20-xgboostjob.yaml")
+    assert job["spec"]["runtimeRef"] == {"apiGroup": "trainer.kubeflow.org",
+                                         "kind": runtime["kind"],
+                                         "name": runtime["metadata"]["name"]}
+    assert job["metadata"]["namespace"] == kube_names.MODEL_NAMESPACE
+    assert job["metadata"]["name"] != v1["metadata"]["name"]  # PodGroups are named after jobs
+    master = v1["spec"]["xgbReplicaSpecs"]["Master"]["template"]["spec"]["containers"][0]
+    trainer = job["spec"]["trainer"]
+    total_v1 = sum(s["replicas"] for s in v1["spec"]["xgbReplicaSpecs"].values())
+    assert trainer["numNodes"] == total_v1
+    assert (trainer["image"], trainer["command"], trainer["args"]) == (
+        master["image"], master["command"], master["args"])
+    assert trainer["resourcesPerNode"] == master["resources"]
+    parsed = train.build_parser().parse_args(trainer["args"])
+    assert (parsed.output_dir, parsed.fmt) == ("/mnt/models", "json")
+    (patch,) = job["spec"]["runtimePatches"]
+    pod = patch["trainingRuntimeSpec"]["template"]["spec"]["replicatedJobs"][0][
+        "template"]["spec"]["template"]["spec"]
+    assert pod["volumes"] == [{"name": "model-store",
+                               "persistentVolumeClaim": {"claimName": kube_names.MODEL_PVC}}]
+    assert pod["containers"][0]["volumeMounts"][0]["mountPath"] == parsed.output_dir
+
+
+def test_runtime_template_is_a_valid_jobset(crd_schemas):
+    """The runtime's template is a JobSet spec: validate it against JobSet's own CRD."""
+    runtime = _training_doc("30-trainingruntime-xgboost-volcano.yaml")
+    jobset = {"apiVersion": "jobset.x-k8s.io/v1alpha2", "kind": "JobSet",
+              "metadata": {"name": "iris-train-v2"}, "spec": runtime["spec"]["template"]["spec"]}
+    assert crd_errors(crd_schemas, jobset) == []
+    broken = copy.deepcopy(jobset)
+    broken["spec"]["replicatedJobs"][0]["replicas"] = "four"
+    assert any("replicas" in e for e in crd_errors(crd_schemas, broken))
+
+
+@pytest.mark.parametrize("mutate, where", [
+    (lambda j: j["spec"]["trainer"].update(numNode=j["spec"]["trainer"].pop("numNodes")), "trainer"),
+    (lambda j: j["spec"]["runtimePatches"][0].pop("manager"), "manager"),
+    (lambda j: j["spec"].update(runtimeRef={"kind": "ClusterTrainingRuntime"}), "runtimeRef"),
+])
+def test_crd_validation_catches_broken_trainjobs(crd_schemas, mutate, where):
+    job = _training_doc("40-trainjob.yaml")
+    assert crd_errors(crd_schemas, job) == []
+    mutate(job)
+    errors = crd_errors(crd_schemas, job)
+    assert errors and any(where in e for e in errors), errors
 
 
 # --------------------------------------------------------------------------- kind's own parser

@@ -70,6 +70,12 @@ def operator_deployment(image: str = "kubeflow/training-operator") -> dict[str, 
                 {"name": "training-operator", "image": image, "command": ["/manager"]}]}}}}
 
 
+def format_quantity(resource: str, value: int) -> str:
+    """A quantity as ``parse_quantity`` counts it, written back (cpu in m, memory in Mi)."""
+    return f"{value}m" if resource == CPU else (f"{value // 2**20}Mi" if resource == MEMORY
+                                                else str(value))
+
+
 def operator_podgroup(job: dict[str, Any]) -> dict[str, Any]:
     """The PodGroup the operator creates for a Kubeflow job (XGBoostJob, PyTorchJob...).
 
@@ -94,8 +100,7 @@ def operator_podgroup(job: dict[str, Any]) -> dict[str, Any]:
                 value = parse_quantity(qty, resource=name, where=f"{name} request")
                 resources[name] = resources.get(name, 0) + value * int(role.get("replicas", 1))
     min_resources = policy.get("minResources") or {
-        k: (f"{v}m" if k == CPU else (f"{v // 2**20}Mi" if k == MEMORY else str(v)))
-        for k, v in resources.items()}
+        k: format_quantity(k, v) for k, v in resources.items()}
     name = job["metadata"]["name"]
     return {"apiVersion": "scheduling.volcano.sh/v1beta1", "kind": "PodGroup",
             "metadata": {"name": name, "namespace": job["metadata"].get("namespace", "default")},

@@ -92,14 +92,18 @@ def publish_model(model_dir: str | os.PathLike[str], backend: ServingBackend,
         ``pvc://model-store/<name>/``, the ``storageUri`` for the InferenceService.
 
     Raises:
-        ModelStoreError: the folder holds no model file, or more than one.
+        ModelStoreError: the folder holds no model file, or more than one, or the model
+            was saved by a newer XGBoost than KServe's xgbserver reads with
+            (:func:`helpers.model_store.check_runtime_can_read`; the message names both).
         BackendUnavailable: ``kwok`` (see :func:`require_model_backend`).
     """
-    from helpers.model_store import find_model_file
+    from helpers.model_store import check_runtime_can_read, find_model_file
 
     require_model_backend(backend)
     folder = paths.resolve(model_dir)
-    find_model_file(folder)  # KServe's one-model-file rule, checked before anything moves
+    model_file = find_model_file(folder)  # KServe's one-model-file rule, before anything moves
+    if model_file.suffix != ".bst":  # the legacy binary format records no version
+        check_runtime_can_read(model_file)  # a newer XGBoost's model is refused, not uploaded
     return backend.publish_model(folder, name or folder.name)
 
 
