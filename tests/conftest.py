@@ -56,8 +56,13 @@ def kwok_controlplane() -> dict:
         supervisor.down(quiet=True)
 
 
+@pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(config, items):
-    """Keep the tests that share the control plane on one xdist worker (``--dist loadgroup``)."""
+    """Keep the tests that share the control plane on one xdist worker (``--dist loadgroup``).
+
+    ``tryfirst``: pytest-xdist reads the ``xdist_group`` marks in its own hook of this name, so
+    they must be on the items before it runs (else each worker would start a control plane).
+    """
     for item in items:
         if item.get_closest_marker("kwok"):
             item.add_marker(pytest.mark.xdist_group("kwok"))
