@@ -42,9 +42,11 @@ $(STAMP): requirements.lock pyproject.toml
 run: $(STAMP)
 	@$(PY) -m helpers.runner --backend sim
 
-# Two workers (the most 2 cores give); the kwok tests share one worker and one control plane.
+# Two workers (the most 2 cores give) for everything but the kwok tests; those share one
+# control plane, so they run in a second pytest, without workers. Both always run.
 test: $(STAMP) controlplane-build
-	@$(PY) -m pytest -n 2 --dist loadgroup
+	@$(PY) -m pytest -n 2 -m "not kwok"; parallel=$$?; $(PY) -m pytest -m kwok; kwok=$$?; \
+	  test $$parallel -eq 0 -a $$kwok -eq 0
 
 bench: $(STAMP)
 	@$(PY) -m helpers.bench

@@ -32,15 +32,20 @@ def kwok_controlplane() -> dict:
 
     Built first (a cached no-op once the binaries exist), started on this run's port base
     (``KFLABS_CONTROLPLANE_PORT_BASE``), stopped at the end unless it was already running.
-    Under pytest-xdist every test marked ``kwok`` runs on one worker (the ``kwok`` group,
-    ``--dist loadgroup``), so there is still exactly one control plane per run.
+    ``make test`` runs the tests marked ``kwok`` in their own pytest run, without workers:
+    several pytest-xdist workers would each start (and stop) the same control plane.
 
     Returns:
         What :func:`helpers.backend.kwok.supervisor.up` returned (``kubeconfig``, ...).
     """
+    import os
     import shutil
 
     from helpers.backend.kwok import build, supervisor
+
+    if int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")) > 1:
+        pytest.skip("the kwok tests share one control plane: run them without -n "
+                    "(make test runs them as `pytest -m kwok` after the parallel part)")
     from helpers.errors import BackendUnavailable
 
     try:
@@ -54,15 +59,3 @@ def kwok_controlplane() -> dict:
     yield info
     if not was_up:
         supervisor.down(quiet=True)
-
-
-@pytest.hookimpl(tryfirst=True)
-def pytest_collection_modifyitems(config, items):
-    """Keep the tests that share the control plane on one xdist worker (``--dist loadgroup``).
-
-    ``tryfirst``: pytest-xdist reads the ``xdist_group`` marks in its own hook of this name, so
-    they must be on the items before it runs (else each worker would start a control plane).
-    """
-    for item in items:
-        if item.get_closest_marker("kwok"):
-            item.add_marker(pytest.mark.xdist_group("kwok"))

@@ -24,8 +24,8 @@ def compiled(tmp_path_factory) -> Path:
 
 
 def _no_children() -> list:
-    """Child processes left behind, besides the run's shared control plane (a session fixture:
-    under pytest-xdist it may belong to this worker, started by a kwok test before this one)."""
+    """Child processes left behind, besides the run's shared control plane (a session fixture
+    that a kwok test earlier in the same pytest run started)."""
     from helpers.backend.kwok import layout
 
     shared = str(layout.bin_dir())
