@@ -461,10 +461,12 @@ def _install_upstream_crds(api) -> None:
     kserve = kwok_nodes.module_dir("github.com/kserve/kserve", versions.pin("kserve"))
     trainer = kwok_nodes.module_dir("github.com/kubeflow/training-operator",
                                       versions.pin("training_operator"))
+    trainer_v2 = kwok_nodes.module_dir("github.com/kubeflow/trainer/v2", versions.pin("trainer"))
     k8s.apply_crds(api, [kserve / "config/crd/full/serving.kserve.io_inferenceservices.yaml",
                          kserve / "config/crd/full/serving.kserve.io_servingruntimes.yaml",
                          kserve / "config/crd/full/serving.kserve.io_clusterservingruntimes.yaml",
-                         trainer / "manifests/base/crds/kubeflow.org_xgboostjobs.yaml"])
+                         trainer / "manifests/base/crds/kubeflow.org_xgboostjobs.yaml",
+                         *sorted((trainer_v2 / "manifests/base/crds").glob("trainer.kubeflow.org_*.yaml"))])
 
 
 def test_every_manifest_in_cluster_passes_server_side_validation(api):
