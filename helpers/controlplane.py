@@ -1,20 +1,7 @@
 """The Docker-less control plane behind ``BACKEND="kwok"``: build it, start it, stop it.
 
-Real upstream binaries, built from the Go module proxy by the wrapper modules under
-``cluster/controlplane/`` and run as ordinary processes bound to 127.0.0.1:
-
-* etcd, the store;
-* kube-apiserver, with a generated CA, serving certificate, service-account key and a
-  bearer token (authorization ``AlwaysAllow``: this is a private test cluster);
-* kube-controller-manager (batch/v1 Jobs, namespaces, garbage collection), kube-scheduler
-  and Volcano's vc-scheduler and vc-controller-manager, all with ``--leader-elect=false``;
-* kwok, playing the kubelet for fake Nodes (annotation ``kwok.x-k8s.io/node=fake``) with
-  the stages in ``cluster/controlplane/config/kwok-stages.yaml``: pods run at once and
-  never complete unless the helper asks for it.
-
-No container ever runs, so only scheduling can be taught here; that is all the kit needs.
-The Kubeflow Training Operator v1 is built too and started only on request
-(:class:`training_operator`, used by the tests).
+What it runs (real kube-apiserver, schedulers, Volcano and kwok on fake nodes; no container
+ever runs) is described once, in :mod:`helpers.backend.kwok`.
 
 Command line (the Makefile's ``controlplane-up`` / ``controlplane-down`` call it)::
 
