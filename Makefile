@@ -45,7 +45,7 @@ run: $(STAMP)
 # Two workers (the most 2 cores give) for everything but the kwok tests; those share one
 # control plane, so they run in a second pytest, without workers. Both always run.
 test: $(STAMP) controlplane-build
-	@$(PY) -m pytest -n 2 -m "not kwok"; parallel=$$?; $(PY) -m pytest -m kwok; kwok=$$?; \
+	@$(PY) -m pytest -n 2 -m "not kwok" --durations=25; parallel=$$?; $(PY) -m pytest -m kwok --durations=25; kwok=$$?; \
 	  test $$parallel -eq 0 -a $$kwok -eq 0
 
 bench: $(STAMP)
