@@ -165,6 +165,53 @@ def test_phase_watch_sees_every_phase_a_poll_would_miss(api, tmp_path):
 
 
 _RUNS: dict[tuple, object] = {}
+#: The scheduling labs run on the control plane once per test run (see _lab_runs).
+KWOK_LABS = ("01_gridlock_vs_gang", "02_volcano_jobs_and_queues")
+_LAB_RUNS: dict[str, dict] = {}
+
+
+def _lab_runs(tmp_root: Path) -> dict[str, dict]:
+    """Run each scheduling lab with ``BACKEND="kwok"`` once; keep what it did.
+
+    Returns lab name -> ``{"run", "results", "params"}``. Each real scenario run the lab made
+    (recorded through ``scenarios.RUN_LOG_ENV``) is also put in the cache :func:`_run` reads,
+    so the tests below and the conformance check use the lab's own runs instead of running
+    the same scenario on the same schedulers a second time.
+    """
+    import json
+    import os
+
+    from helpers.scheduling import scenarios
+    from helpers.tools import runner
+
+    for lab in KWOK_LABS:
+        if lab in _LAB_RUNS:
+            continue
+        notebook = paths.labs_dir() / f"{lab}.ipynb"
+        work = tmp_root / lab
+        work.mkdir(parents=True, exist_ok=True)
+        log = work / "runs.jsonl"
+        params = {"BACKEND": "kwok"}
+        os.environ[scenarios.RUN_LOG_ENV] = str(log)  # the lab's kernel inherits it
+        try:
+            run = runner.run_lab(notebook, parameters={**params, "OUTPUT_DIR": str(work / "results")},
+                                 output_notebook=work / notebook.name)
+        finally:
+            del os.environ[scenarios.RUN_LOG_ENV]
+        results = json.loads((work / "results" / f"{lab}.json").read_text()) \
+            if run.status == "ok" else None
+        _LAB_RUNS[lab] = {"run": run, "results": results, "params": params}
+        for record in scenarios.logged_runs(log) if log.is_file() else []:
+            sc = scenario(record["scenario"])
+            if (record["nodes"], record["node_gpus"]) == (sc.nodes, sc.node_gpus):
+                _RUNS.setdefault((record["scenario"], record["variant"], ()), record["result"])
+    return _LAB_RUNS
+
+
+@pytest.fixture(scope="module")
+def lab_runs(api, tmp_path_factory):
+    """The scheduling labs, run on the control plane once for this module."""
+    return _lab_runs(tmp_path_factory.mktemp("kwok-labs"))
 
 
 def _run(name: str, variant: str, **kwargs):
@@ -185,7 +232,7 @@ def _kwok():
     return backend.resolve("kwok", announce=False)
 
 
-def test_default_scheduler_gridlocks_two_gangs(api):
+def test_default_scheduler_gridlocks_two_gangs(api, lab_runs):
     """One pod at a time, kube-scheduler gives each 4-worker job 3 of the 6 GPUs."""
     result = _run("two-jobs", "default-pods")
     assert result.backend == "kwok"
@@ -197,7 +244,7 @@ def test_default_scheduler_gridlocks_two_gangs(api):
     assert result.metrics["waste_gpu_seconds"] > 0
 
 
-def test_gang_plugin_never_binds_part_of_a_gang_and_volcano_leaves_its_pods_alone(api):
+def test_gang_plugin_never_binds_part_of_a_gang_and_volcano_leaves_its_pods_alone(api, lab_runs):
     """kube-scheduler 1.35 with GenericWorkload + GangScheduling, next to a running Volcano."""
     chapter = _run("chapter", "gang")
     assert chapter.jobs["train-big"].bound == chapter.jobs["train-small"].bound == 0, chapter.summary()
@@ -217,7 +264,7 @@ def test_gang_plugin_never_binds_part_of_a_gang_and_volcano_leaves_its_pods_alon
         assert all(j.bound == 0 and j.pending == j.pods for j in gated.jobs.values())
 
 
-def test_volcano_binds_one_gang_whole_and_the_other_not_at_all(api):
+def test_volcano_binds_one_gang_whole_and_the_other_not_at_all(api, lab_runs):
     """Snapshot before any work: one gang holds all its 4 GPUs, the other holds none."""
     result = _run("two-jobs", "volcano", work=False)
     bound = sorted(result.jobs[j].bound for j in ("train-a", "train-b"))
@@ -227,7 +274,7 @@ def test_volcano_binds_one_gang_whole_and_the_other_not_at_all(api):
     assert not result.gridlocked
 
 
-def test_volcano_runs_both_gangs_one_after_the_other(api):
+def test_volcano_runs_both_gangs_one_after_the_other(api, lab_runs):
     result = _run("two-jobs", "volcano")
     assert not result.gridlocked
     assert result.metrics["jobs_completed"] == 2, result.summary()
@@ -236,7 +283,7 @@ def test_volcano_runs_both_gangs_one_after_the_other(api):
     assert starts[1] >= first_done, "the second gang must start only after the first frees GPUs"
 
 
-def test_volcano_job_walks_its_phases(api):
+def test_volcano_job_walks_its_phases(api, lab_runs):
     result = _run("two-jobs", "volcano-job")
     assert result.metrics["jobs_completed"] == 2, result.summary()
     for job in ("train-a", "train-b"):
@@ -253,7 +300,7 @@ def test_volcano_job_walks_its_phases(api):
                  and e["message"] == "deleted").items()
 
 
-def test_chapter_scenario_default_holds_gpus_idle_volcano_does_not(api):
+def test_chapter_scenario_default_holds_gpus_idle_volcano_does_not(api, lab_runs):
     default = _run("chapter", "default")
     assert default.gridlocked
     assert default.jobs["train-big"].bound == 3
@@ -265,7 +312,7 @@ def test_chapter_scenario_default_holds_gpus_idle_volcano_does_not(api):
     assert volcano.podgroups["train-big"].phase in ("Pending", "Inqueue")
 
 
-def test_queues_share_the_cluster_by_weight(api):
+def test_queues_share_the_cluster_by_weight(api, lab_runs):
     """team-a (weight 3) gets more GPUs than team-b (weight 1, capped at 4)."""
     result = _run("queues", "volcano", work=False)
     per_queue: dict[str, int] = {}
@@ -393,7 +440,7 @@ def _compare(case: str, model, real, rows: list[str], alternative=None) -> str |
     return None
 
 
-def test_model_agrees_with_the_real_schedulers(api, tmp_path):
+def test_model_agrees_with_the_real_schedulers(api, lab_runs, tmp_path):
     """Per-job (bound, pending, completed) agree on every scenario; the table is kept."""
     rows = ["| scenario | job | model (bound, pending, completed) | real | model state | "
             "real state | agree |", "|---|---|---|---|---|---|---|"]
@@ -543,21 +590,13 @@ def test_training_operator_gang_schedules_an_xgboostjob_through_volcano(api):
 
 
 @pytest.mark.notebook
-@pytest.mark.parametrize("lab", ["01_gridlock_vs_gang", "02_volcano_jobs_and_queues"])
-def test_scheduling_lab_runs_on_the_real_schedulers(api, lab, tmp_path):
+@pytest.mark.parametrize("lab", KWOK_LABS)
+def test_scheduling_lab_runs_on_the_real_schedulers(lab_runs, lab):
     """The lab's own cells, with BACKEND="kwok": same results check as on the model."""
-    import json
-
-    from helpers.tools import runner
     from tests.results_checks import CHECKS
 
-    notebook = paths.labs_dir() / f"{lab}.ipynb"
-    if not notebook.is_file():
-        pytest.skip(f"{notebook} is not in this kit yet")
-    out = tmp_path / "results"
-    params = {"BACKEND": "kwok"}
-    run = runner.run_lab(notebook, parameters={**params, "OUTPUT_DIR": str(out)},
-                         output_notebook=tmp_path / notebook.name)
-    assert run.status == "ok", run.error
-    results = json.loads((out / f"{lab}.json").read_text())
-    CHECKS[lab](results, params)
+    if not (paths.labs_dir() / f"{lab}.ipynb").is_file():
+        pytest.skip(f"{lab} is not in this kit yet")
+    done = lab_runs[lab]
+    assert done["run"].status == "ok", done["run"].error
+    CHECKS[lab](done["results"], done["params"])

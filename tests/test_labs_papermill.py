@@ -1,5 +1,9 @@
 """Run every lab with papermill for each named parameter set in tests/params/<lab>.yaml.
 
+Each run also checks what would otherwise cost a run of its own: that every check cell
+passes (the instructor copy's grade) and that the final cleanup cell is safe to run twice
+(it is run again at the end).
+
 Parameter names are checked against ``papermill.inspect_notebook`` first, because papermill
 only *warns* about unknown parameters. Each run's results JSON is then checked by the
 lab's function in :mod:`tests.results_checks`.
@@ -16,13 +20,15 @@ import papermill as pm
 import pytest
 import yaml
 
-from helpers.tools import runner
+from helpers.tools import grading, runner
 from helpers.tools.runner import isolated_dirs
 from tests.conftest import LABS, ROOT
 from tests.results_checks import CHECKS
 
 PARAMS_DIR = ROOT / "tests" / "params"
 #: A call that draws a picture: a ``plot_*`` helper or ``plots.<kind>(...)``.
+#: Tag of the repeated cleanup cell that :func:`with_cleanup_twice` appends.
+CLEANUP_AGAIN_TAG = "cleanup-again"
 PICTURE_CALL = re.compile(r"\b(plot_\w+|plots\.\w+)\(")
 
 
@@ -48,6 +54,38 @@ def assert_pictures_shown(executed: Path) -> None:
              for i, c in enumerate(nb.cells)
              if c.cell_type == "code" and shown_pictures(c) != promised_pictures(c.source)]
     assert not wrong, f"{executed.name}: " + "; ".join(wrong)
+
+
+def assert_every_check_passed(executed: Path, lab: Path) -> None:
+    """Every check cell of the executed lab ran and raised nothing: the instructor copy's grade.
+
+    This is the check `make grade` would make of the instructor copy (every exercise passes),
+    read from the run that already executed it rather than from a second, nbval, execution.
+    """
+    nb = nbformat.read(executed, as_version=4)
+    checks = [(i, c) for i, c in enumerate(nb.cells) if "check" in c.metadata.get("tags", [])]
+    expected = sum(len(ex.check_cells) for ex in grading.exercises(grading.read_notebook(lab)))
+    assert len(checks) == expected >= 1, f"{lab.stem}: expected {expected} check cells; found {len(checks)}"
+    failed = [i for i, c in checks if c.execution_count is None
+              or any(out.get("output_type") == "error" for out in c.outputs)]
+    assert not failed, f"{lab.stem}: the instructor copy fails (or skips) the check cells {failed}"
+
+
+def with_cleanup_twice(notebook: Path, folder: Path) -> Path:
+    """A copy of the lab whose final (cleanup) code cell runs a second time at the end.
+
+    Set-up and cleanup must be safe to run twice: the copy proves it in the same papermill run
+    that checks the lab, instead of executing the whole lab once more for that alone.
+    """
+    nb = nbformat.read(notebook, as_version=4)
+    last = [c for c in nb.cells if c.cell_type == "code"][-1]
+    again = nbformat.v4.new_code_cell(last.source, metadata={"tags": [CLEANUP_AGAIN_TAG]})
+    again.id = f"{last.id}-again"
+    nb.cells.append(again)
+    folder.mkdir(parents=True, exist_ok=True)
+    copy = folder / notebook.name
+    nbformat.write(nb, copy)
+    return copy
 
 
 def _cases():
@@ -86,13 +124,19 @@ def test_lab_runs_with_parameter_set(notebook: Path, set_name: str, params, tmp_
     unknown = set(params) - set(declared)
     assert not unknown, f"{notebook.stem}: unknown parameters {sorted(unknown)}; declared {sorted(declared)}"
     out = tmp_path / "results"
+    executed = tmp_path / "executed" / notebook.name
+    executed.parent.mkdir()
     run = runner.run_lab(
-        notebook,
+        with_cleanup_twice(notebook, tmp_path / "input"),
         parameters={**isolated_dirs(declared, tmp_path), **params, "OUTPUT_DIR": str(out)},
-        output_notebook=tmp_path / notebook.name,
+        output_notebook=executed,
     )
-    assert run.status == "ok", run.error
-    assert_pictures_shown(tmp_path / notebook.name)
+    assert run.status == "ok", run.error  # includes the cleanup cell's second run
+    again = [c for c in nbformat.read(executed, as_version=4).cells
+             if CLEANUP_AGAIN_TAG in c.metadata.get("tags", [])]
+    assert len(again) == 1 and again[0].execution_count is not None, "the cleanup did not run twice"
+    assert_pictures_shown(executed)
+    assert_every_check_passed(executed, notebook)
     results = json.loads((out / f"{notebook.stem}.json").read_text())
     assert results["lab"] == notebook.stem
     CHECKS[notebook.stem](results, params)

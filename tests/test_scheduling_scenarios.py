@@ -189,6 +189,28 @@ def test_cluster_backends_go_through_cluster_run_with_the_same_manifests(monkeyp
     assert seen["scheduler"] == "volcano" and seen["backend"] is kwok and seen["seed"] == 3
 
 
+def test_cluster_runs_are_logged_when_asked_and_only_then(monkeypatch, tmp_path):
+    """KFLABS_RUN_LOG: each cluster run appends its whole result; the model's runs never do."""
+    from helpers import backend
+    from helpers.backend import scheduling_run
+    from helpers.scheduling import scenarios
+
+    monkeypatch.setattr(scheduling_run, "run",
+                        lambda *a, **k: scheduling.run_scenario("two-jobs", "default-pods"))
+    kwok = backend.make("kwok", "test", kubeconfig="/nonexistent")
+    log = tmp_path / "runs.jsonl"
+    scheduling.run_scenario("two-jobs", "default-pods", kwok)  # no log asked for
+    assert not log.exists()
+    monkeypatch.setenv(scenarios.RUN_LOG_ENV, str(log))
+    scheduling.run_scenario("chapter", "volcano")  # the model: not a cluster run
+    first = scheduling.run_scenario("two-jobs", "default-pods", kwok)
+    scheduling.run_scenario("chapter", "volcano", kwok, nodes=2)
+    records = scenarios.logged_runs(log)
+    assert [(r["scenario"], r["variant"], r["nodes"]) for r in records] == \
+        [("two-jobs", "default-pods", 3), ("chapter", "volcano", 2)]
+    assert records[0]["result"] == first  # the whole result, events included
+
+
 def test_cluster_events_use_the_models_types_and_names(monkeypatch):
     """scheduling_run writes the real schedulers' events as the model logs its own."""
     from types import SimpleNamespace as NS

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -325,30 +325,54 @@ def wait_for_default_service_account(api, namespace: str, timeout: float = 30) -
 
 def delete_namespace(api, name: str, timeout: float = 60, wait: bool = True) -> None:
     """Delete a namespace (ignore-not-found) and, by default, wait until it is gone."""
+    delete_namespaces(api, [name], timeout=timeout, wait=wait)
+
+
+def delete_namespaces(api, names: Sequence[str], timeout: float = 60, wait: bool = True,
+                      force_pods: bool = False) -> None:
+    """Delete several namespaces at once (ignore-not-found); by default wait until all are gone.
+
+    Args:
+        names: The namespaces; all are asked to go before the first wait, so their
+            deletions overlap instead of queueing one after the other.
+        timeout: Seconds to wait for all of them together.
+        wait: Return at once after asking, without waiting.
+        force_pods: Delete their pods first with ``gracePeriodSeconds: 0``. The namespace
+            controller otherwise waits out each pod's grace period (30 s by default)
+            before it looks again; use it for throw-away pods whose shutdown nobody needs
+            (the scheduling labs' rendezvous pods).
+    """
     from kubernetes import client
     from kubernetes.client.exceptions import ApiException
 
     core = client.CoreV1Api(api)
-    try:
-        core.delete_namespace(name)
-    except ApiException as exc:
-        if not status_is(exc, 404):
-            raise
-        return
-    if not wait:
+    asked = []
+    for name in names:
+        try:
+            if force_pods:
+                core.delete_collection_namespaced_pod(name, grace_period_seconds=0)
+            core.delete_namespace(name)
+        except ApiException as exc:
+            if not status_is(exc, 404):
+                raise
+            continue
+        asked.append(name)
+    if not wait or not asked:
         return
 
     def gone() -> bool:
-        try:
-            core.read_namespace(name)
-        except ApiException as exc:
-            if status_is(exc, 404):
-                return True
-            raise
-        return False
+        for name in asked:
+            try:
+                core.read_namespace(name)
+            except ApiException as exc:
+                if not status_is(exc, 404):
+                    raise
+                continue
+            return False
+        return True
 
-    wait_for(gone, timeout, f"namespace {name} to be deleted",
-             diagnostics=lambda: diagnose(api, name))
+    wait_for(gone, timeout, f"namespace(s) {', '.join(asked)} to be deleted",
+             diagnostics=lambda: "\n".join(diagnose(api, name) for name in asked))
 
 
 def wait_for(predicate: Callable[[], bool], timeout: float, what: str, *,

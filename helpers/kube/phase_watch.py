@@ -117,6 +117,10 @@ class PhaseWatch:
         self._thread.start()
         return self
 
+    def request_stop(self) -> None:
+        """Ask the thread to stop without waiting for it (:meth:`stop` then waits)."""
+        self._stop.set()
+
     def stop(self, timeout: float = 5.0) -> None:
         """Stop the thread (it notices within about a second). Safe to call twice."""
         self._stop.set()

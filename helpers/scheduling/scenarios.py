@@ -14,6 +14,8 @@ a backend: the verb is the whole contract::
 
 from __future__ import annotations
 
+import json
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -121,4 +123,34 @@ def run_scenario(which: str | Scenario, variant: str = "default", backend=None, 
         raise BackendUnavailable(
             f"unknown backend {backend!r} here: run_scenario takes the backend object that "
             "helpers.backend.resolve(BACKEND) returns (or None for the model)")
-    return backend.run_scheduling(manifest_paths, make_nodes(n, g), scheduler, seed=seed, config=cfg)
+    result = backend.run_scheduling(manifest_paths, make_nodes(n, g), scheduler, seed=seed,
+                                    config=cfg)
+    _log_run(sc.name, variant, n, g, result)
+    return result
+
+
+#: Environment variable naming a JSON-lines file: when set, every scenario run on a cluster
+#: appends ``{"scenario", "variant", "nodes", "node_gpus", "result"}`` to it. The test suite
+#: sets it while the labs run on the kwok control plane, so the conformance check compares the
+#: model with the very runs the labs made instead of running each scenario a second time.
+RUN_LOG_ENV = "KFLABS_RUN_LOG"
+
+
+def _log_run(name: str, variant: str, nodes: int, node_gpus: int, result: SchedulingResult) -> None:
+    target = os.environ.get(RUN_LOG_ENV)
+    if not target:
+        return
+    record = {"scenario": name, "variant": variant, "nodes": nodes, "node_gpus": node_gpus,
+              "result": result.to_dict()}
+    with open(target, "a", encoding="utf-8") as log:
+        log.write(json.dumps(record) + "\n")
+
+
+def logged_runs(path: str | os.PathLike[str]) -> list[dict]:
+    """The records a run log holds (see :data:`RUN_LOG_ENV`), results rebuilt as objects."""
+    records = []
+    for line in Path(path).read_text(encoding="utf-8").splitlines():
+        record = json.loads(line)
+        record["result"] = SchedulingResult.from_dict(record["result"])
+        records.append(record)
+    return records
