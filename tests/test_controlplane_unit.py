@@ -72,11 +72,24 @@ def test_kwok_stages_never_complete_pods_on_their_own():
     assert conf["options"]["manageNodesWithAnnotationSelector"] == "kwok.x-k8s.io/node=fake"
     stages = {d["metadata"]["name"]: d for d in docs[1:]}
     assert set(stages) == {"node-initialize", "node-heartbeat", "pod-ready",
-                           "pod-complete-after-run-for", "pod-delete"}
+                           "pod-complete-at-run-until", "pod-delete"}
     finishing = [n for n, d in stages.items() if "Succeeded" in str(d["spec"]["next"])]
-    assert finishing == ["pod-complete-after-run-for"]
-    keys = [e["key"] for e in stages["pod-complete-after-run-for"]["spec"]["selector"]["matchExpressions"]]
-    assert f'.metadata.annotations["{kwok_layout.RUN_FOR_ANNOTATION}"]' in keys
+    assert finishing == ["pod-complete-at-run-until"]
+    keys = [e["key"] for e in stages["pod-complete-at-run-until"]["spec"]["selector"]["matchExpressions"]]
+    assert f'.metadata.annotations["{kwok_layout.RUN_UNTIL_ANNOTATION}"]' in keys
+
+
+def test_run_until_is_an_rfc3339_time_that_go_reads_as_a_time():
+    """The annotation's value: UTC, microseconds, 'Z' (Go's time.RFC3339Nano parses it)."""
+    from datetime import datetime, timezone
+
+    from helpers.backend import scheduling_run
+
+    start = datetime(2026, 12, 2, 1, 59, 58, 500000, tzinfo=timezone.utc)
+    assert scheduling_run.run_until(2.25, now=start) == "2026-12-02T02:00:00.750000Z"
+    stage = yaml.safe_load_all((kwok_layout.controlplane_dir() / "config" / "kwok-stages.yaml").read_text())
+    complete = next(d for d in stage if d.get("metadata", {}).get("name") == "pod-complete-at-run-until")
+    assert kwok_layout.RUN_UNTIL_ANNOTATION in complete["spec"]["delay"]["durationFrom"]["expressionFrom"]
 
 
 def test_volcano_scheduler_conf_has_the_default_actions():

@@ -27,8 +27,9 @@ How the run maps the lesson onto a real cluster:
   when the poll sees the next one.
 * Nothing runs inside the pods on fake nodes, so the run plays the workers' part: once
   every peer of a job runs (the rendezvous), it annotates those pods with
-  ``kflabs.example.com/run-for`` = ``WORK_SECONDS`` x ``time_scale`` (0.02 by default) and kwok completes
-  them after that long. ``work=False`` leaves pods running forever (a snapshot).
+  ``kflabs.example.com/run-until`` = now + ``WORK_SECONDS`` x ``time_scale`` (0.02 by default),
+  one time for the whole gang, and kwok completes them then. ``work=False`` leaves pods
+  running forever (a snapshot).
 * The run ends when the cluster has been quiet for ``settle`` seconds with no completion
   still due, or after ``timeout`` (then a warning says so). Times in the result are in the
   lesson's seconds (real seconds / ``time_scale``): approximate, unlike the model's.
@@ -39,9 +40,11 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
+from helpers.backend.kwok.layout import RUN_UNTIL_ANNOTATION
 from helpers.errors import BackendUnavailable, ManifestError
 from helpers.kube import client as k8s
 from helpers.kube.names import kwok_kubeconfig
@@ -61,7 +64,6 @@ from helpers.scheduling.model import (
     manifest_files,
 )
 
-RUN_FOR = "kflabs.example.com/run-for"
 #: Labels the controllers put on the pods they create.
 JOB_NAME_LABEL = "batch.kubernetes.io/job-name"
 JOB_INDEX_LABEL = "batch.kubernetes.io/job-completion-index"
@@ -237,10 +239,12 @@ def _observe(api, run: _Run, namespaces: list[str], work: bool) -> None:  # noqa
                 t.working_at = now
         work_seconds = spec.pods[0].work_seconds
         if work and work_seconds is not None:
+            # One end time for the whole gang, so its pods finish together however long the
+            # patches below take (they are sent one after the other).
+            until = run_until(max(work_seconds * run.time_scale, 0.05))
             for t in running:
                 if not t.annotated:
-                    delay = max(work_seconds * run.time_scale, 0.05)
-                    _annotate(core, live[t.real_name], f"{delay:.3f}s")
+                    _annotate(core, live[t.real_name], until)
                     t.annotated = True
                     run.event("working", f"pod/{t.model_name}",
                               f"rendezvous complete; completes after {work_seconds:g} s")
@@ -293,9 +297,19 @@ def _podgroup_key(pg: dict, vcjobs: set[str]) -> str:
     return pg["metadata"]["name"]
 
 
-def _annotate(core, pod, delay: str) -> None:
+def run_until(seconds: float, now: datetime | None = None) -> str:
+    """The RFC 3339 time ``seconds`` from ``now``: the value of :data:`RUN_UNTIL_ANNOTATION`.
 
-    body = {"metadata": {"annotations": {RUN_FOR: delay}}}
+    kwok's ``durationFrom`` reads an RFC 3339 time as "wait until then" (and a Go duration as
+    "wait this long after the pod is seen"), so pods given the same time finish together.
+    """
+    at = (now or datetime.now(timezone.utc)) + timedelta(seconds=seconds)
+    return at.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def _annotate(core, pod, until: str) -> None:
+
+    body = {"metadata": {"annotations": {RUN_UNTIL_ANNOTATION: until}}}
     try:
         core.patch_namespaced_pod(pod.metadata.name, pod.metadata.namespace, body)
     except k8s.ApiException as exc:

@@ -31,8 +31,8 @@ PORT_OFFSETS = {
 }
 #: Annotation that hands a Node to kwok.
 FAKE_NODE_ANNOTATION = ("kwok.x-k8s.io/node", "fake")
-#: Pod annotation the kwok stages read: complete the pod this long after it runs.
-RUN_FOR_ANNOTATION = "kflabs.example.com/run-for"
+#: Pod annotation the kwok stages read: complete the running pod at this RFC 3339 time.
+RUN_UNTIL_ANNOTATION = "kflabs.example.com/run-until"
 
 
 def controlplane_dir() -> Path:
