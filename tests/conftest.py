@@ -9,6 +9,10 @@ import pytest
 from helpers import paths
 
 ROOT = paths.ROOT
+#: The test modules whose tests are marked ``kwok``. Under ``-n N --dist loadgroup`` (as
+#: `make test` runs) one pytest-xdist worker runs all of them, one after the other, against
+#: the one control plane, while the other workers run the rest (pytest_xdist_make_scheduler).
+KWOK_MODULES = ("test_cluster_objects.py", "test_controlplane.py")
 LABS = sorted(paths.labs_dir().glob("[0-9][0-9]_*.ipynb"))
 ALL_NOTEBOOKS = sorted(paths.labs_dir().rglob("*.ipynb"))
 
@@ -16,6 +20,37 @@ ALL_NOTEBOOKS = sorted(paths.labs_dir().rglob("*.ipynb"))
 def lab_ids(notebooks: list[Path]) -> list[str]:
     """Readable test ids: the notebook stem."""
     return [nb.stem for nb in notebooks]
+
+
+def pytest_collection_modifyitems(config, items):
+    """A kwok test outside :data:`KWOK_MODULES` would escape its worker: refuse it by name."""
+    stray = sorted({item.path.name for item in items
+                    if item.get_closest_marker("kwok") and item.path.name not in KWOK_MODULES})
+    if stray:
+        raise pytest.UsageError(f"tests marked kwok in {stray}: add the module to "
+                                "tests/conftest.py KWOK_MODULES, so one worker runs them all")
+
+
+def kwok_scope(nodeid: str) -> str:
+    """The xdist scheduling unit of a test: every kwok module is one unit, any other test its own."""
+    return "kwok" if nodeid.split("::", 1)[0].rsplit("/", 1)[-1] in KWOK_MODULES else nodeid
+
+
+def pytest_xdist_make_scheduler(config, log):
+    """``--dist loadgroup``: the kwok tests go, as one unit, to one worker.
+
+    pytest-xdist 3.8 marks its groups through a node attribute that pytest 9 no longer reads,
+    so its own ``xdist_group`` grouping does nothing here; this scheduler groups by module.
+    """
+    if config.getoption("dist") != "loadgroup":
+        return None
+    from xdist.scheduler import LoadScopeScheduling
+
+    class KwokApart(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return kwok_scope(nodeid)
+
+    return KwokApart(config, log)
 
 
 @pytest.fixture
@@ -27,13 +62,14 @@ def tmp_output(tmp_path: Path) -> Path:
 
 
 @pytest.fixture(scope="session")
-def kwok_controlplane() -> dict:
+def kwok_controlplane(request) -> dict:
     """One running Docker-less control plane for the whole run, shared by every kwok test.
 
     Built first (a cached no-op once the binaries exist), started on this run's port base
     (``KFLABS_CONTROLPLANE_PORT_BASE``), stopped at the end unless it was already running.
-    ``make test`` runs the tests marked ``kwok`` in their own pytest run, without workers:
-    several pytest-xdist workers would each start (and stop) the same control plane.
+    ``make test`` runs with pytest-xdist's ``--dist loadgroup``, which keeps every kwok
+    test on one worker (:func:`pytest_xdist_make_scheduler`). Spread over several workers
+    (plain ``-n``), each worker would start (and stop) the same control plane: refused.
 
     Returns:
         What :func:`helpers.backend.kwok.supervisor.up` returned (``kubeconfig``, ...).
@@ -43,9 +79,10 @@ def kwok_controlplane() -> dict:
 
     from helpers.backend.kwok import build, supervisor
 
-    if int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")) > 1:
-        pytest.skip("the kwok tests share one control plane: run them without -n "
-                    "(make test runs them as `pytest -m kwok` after the parallel part)")
+    if int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")) > 1 and \
+            not getattr(request.config.option, "loadgroup", False):  # xdist sets it on workers
+        pytest.skip("the kwok tests share one control plane: run them without -n, or with "
+                    "-n N --dist loadgroup (as make test does)")
     from helpers.errors import BackendUnavailable
 
     try:

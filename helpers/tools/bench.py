@@ -56,8 +56,8 @@ def bench_labs() -> dict:
 def bench_tests() -> dict:
     """Wall time of the whole test suite, run as the README and CI run it (``make test``).
 
-    ``make test`` is two pytest passes (the parallel one, then the kwok tests on one control
-    plane); timing a different command would measure a suite nobody runs.
+    ``make test`` is one pytest on three workers, one of them running the kwok tests on one
+    control plane; timing a different command would measure a suite nobody runs.
     """
     start = time.perf_counter()
     proc = subprocess.run(["make", "-s", "test"],
