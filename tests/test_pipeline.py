@@ -264,6 +264,19 @@ def test_kind_train_step_with_trainer_v2_runs_the_trainjob(monkeypatch, tmp_path
     assert calls == [("trainjob", target, 5, "iris")]
 
 
+def test_sim_trains_in_this_process_whichever_trainer(tmp_path: Path):
+    """No training controller runs on sim: v1 and v2 save the same model onto the volume."""
+    saved = {}
+    for trainer in ("v1", "v2"):
+        state = tmp_path / trainer
+        pipeline.step_volume("sim", str(state))
+        uri, accuracy = pipeline.step_train("sim", str(state), "model-store", seed=3, model_name="iris",
+                                            test_csv=str(tmp_path / f"{trainer}.csv"), trainer=trainer)
+        assert uri == "pvc://model-store/iris/" and accuracy > 0.8
+        saved[trainer] = next(SimCluster(state).volume_path("model-store").rglob("model.*")).read_bytes()
+    assert saved["v1"] == saved["v2"]
+
+
 @pytest.mark.parametrize("name", ["sim", "kind"])
 def test_an_unknown_trainer_is_refused_naming_the_choices(monkeypatch, tmp_path: Path, name):
     """Checked before any training, on every backend that trains."""
