@@ -261,10 +261,12 @@ class trainer_v2:  # noqa: N801 - used as a context manager, like open()
 
     def __exit__(self, *exc) -> None:
         """Remove the webhook configurations, stop both managers, remove their certificates."""
-        for hook in self.hooks:
-            k8s.delete(self.api, hook)
-        self.hooks = []
-        for name in ("trainer", "jobset"):
-            if name in self.procs:
-                stop_group(self.procs.pop(name), grace=15)
-        shutil.rmtree(self.folder, ignore_errors=True)
+        try:
+            for hook in self.hooks:
+                k8s.delete(self.api, hook)
+            self.hooks = []
+        finally:  # the managers stop even when the API server no longer answers
+            for name in ("trainer", "jobset"):
+                if name in self.procs:
+                    stop_group(self.procs.pop(name), grace=15)
+            shutil.rmtree(self.folder, ignore_errors=True)
