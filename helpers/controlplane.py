@@ -12,7 +12,7 @@ Go version and flags are unchanged); state, logs and the kubeconfig in
 ``build/controlplane/`` (:func:`helpers.kube.names.kwok_kubeconfig` reads it from there).
 
 This module is the command line; the work is done by the ``kwok`` backend,
-:mod:`helpers.backend.kwok` (build, PKI, supervisor, nodes, Training Operator).
+:mod:`helpers.backend.kwok` (build, PKI, supervisor, nodes, Training Operator, Trainer v2).
 """
 
 from __future__ import annotations

@@ -424,9 +424,11 @@ def test_up_runs_every_step_in_order(fakes):
                     "kserve.yaml", "trainer.git"):
             if key in f"{tool} {line}" and key not in firsts:
                 firsts[key] = i
+    # (the Training Operator is already patched, so the first trainer.git apply is Trainer v2's)
     assert list(firsts) == ["docker info", "kind create cluster",
                             "wait --for=condition=Ready nodes", "patch node",
-                            "volcano-development.yaml", "cert-manager.yaml", "kserve.yaml"]
+                            "volcano-development.yaml", "cert-manager.yaml", "kserve.yaml",
+                            "trainer.git"]
     # Every kubectl call names the kit's context, except kubeconfig bookkeeping.
     for argv in fakes.argvs("kubectl"):
         assert argv[:2] == CTX or argv[0] == "config", argv

@@ -26,6 +26,7 @@ from helpers.backend.kwok import build as kwok_build
 from helpers.backend.kwok import layout as kwok_layout
 from helpers.backend.kwok import nodes as kwok_nodes
 from helpers.backend.kwok import supervisor as kwok_supervisor
+from helpers.backend.kwok import trainer_v2 as kwok_trainer_v2
 from helpers.backend.kwok import training_operator as kwok_training_operator
 from helpers.kube import client as k8s
 from helpers.kube import names as kube_names
@@ -508,12 +509,11 @@ def _install_upstream_crds(api) -> None:
     kserve = kwok_nodes.module_dir("github.com/kserve/kserve", versions.pin("kserve"))
     trainer = kwok_nodes.module_dir("github.com/kubeflow/training-operator",
                                       versions.pin("training_operator"))
-    trainer_v2 = kwok_nodes.module_dir("github.com/kubeflow/trainer/v2", versions.pin("trainer"))
     k8s.apply_crds(api, [kserve / "config/crd/full/serving.kserve.io_inferenceservices.yaml",
                          kserve / "config/crd/full/serving.kserve.io_servingruntimes.yaml",
                          kserve / "config/crd/full/serving.kserve.io_clusterservingruntimes.yaml",
                          trainer / "manifests/base/crds/kubeflow.org_xgboostjobs.yaml",
-                         *sorted((trainer_v2 / "manifests/base/crds").glob("trainer.kubeflow.org_*.yaml"))])
+                         *kwok_trainer_v2.crd_files()])  # JobSet's, then Trainer v2's
 
 
 def test_every_manifest_in_cluster_passes_server_side_validation(api):

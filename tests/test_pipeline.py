@@ -53,7 +53,7 @@ def test_compiled_ir_has_the_four_steps_wired_in_order(compiled: Path):
                            ("train", "serve", "storage_uri"), ("volume", "train", "claim")]
     assert ir["components"] == [f"comp-{s}" for s in sorted(pipeline.STEPS)]
     assert ir["images"] == ["kflabs-train:test"]
-    assert ir["parameters"] == ["backend", "model_name", "seed", "state_dir"]
+    assert ir["parameters"] == ["backend", "model_name", "seed", "state_dir", "trainer"]
     assert ir["schema_version"] == "2.1.0"
 
 
@@ -241,6 +241,52 @@ def test_kind_steps_call_the_cluster_helpers(monkeypatch, tmp_path: Path):
         assert conn.endpoint.base_url == "http://127.0.0.1:9"
     assert closed == [("kflabs-serving", "iris-predictor")]
     assert calls == [("pvc", target), ("train", 5, "iris"), ("isvc", "iris", "pvc://model-store/iris/")]
+
+
+def test_kind_train_step_with_trainer_v2_runs_the_trainjob(monkeypatch, tmp_path: Path):
+    """trainer="v2" on kind trains through Kubeflow Trainer's TrainJob, not the XGBoostJob."""
+    from types import SimpleNamespace
+
+    from helpers import backend
+    from helpers.backend.kind import trainer_v2 as kind_trainer_v2
+
+    calls = []
+    target = backend.make("kind", "test", context="kind-kflabs")
+    monkeypatch.setattr(backend, "resolve", lambda name, announce=True: target)
+    monkeypatch.setattr(kind_training, "run_training_job",
+                        lambda *a, **k: pytest.fail("v2 must not run the XGBoostJob"))
+    monkeypatch.setattr(kind_trainer_v2, "run_trainjob", lambda t, seed, model_name: calls.append(
+        ("trainjob", t, seed, model_name)) or SimpleNamespace(model_uri=f"pvc://model-store/{model_name}/",
+                                                              accuracy=0.95))
+    uri, accuracy = pipeline.step_train("kind", "unused", "model-store", seed=5, model_name="iris",
+                                        test_csv=str(tmp_path / "rows.csv"), trainer="v2")
+    assert (uri, accuracy) == ("pvc://model-store/iris/", 0.95)
+    assert calls == [("trainjob", target, 5, "iris")]
+
+
+def test_sim_trains_in_this_process_whichever_trainer(tmp_path: Path):
+    """No training controller runs on sim: v1 and v2 save the same model onto the volume."""
+    saved = {}
+    for trainer in ("v1", "v2"):
+        state = tmp_path / trainer
+        pipeline.step_volume("sim", str(state))
+        uri, accuracy = pipeline.step_train("sim", str(state), "model-store", seed=3, model_name="iris",
+                                            test_csv=str(tmp_path / f"{trainer}.csv"), trainer=trainer)
+        assert uri == "pvc://model-store/iris/" and accuracy > 0.8
+        saved[trainer] = next(SimCluster(state).volume_path("model-store").rglob("model.*")).read_bytes()
+    assert saved["v1"] == saved["v2"]
+
+
+@pytest.mark.parametrize("name", ["sim", "kind"])
+def test_an_unknown_trainer_is_refused_naming_the_choices(monkeypatch, tmp_path: Path, name):
+    """Checked before any training, on every backend that trains."""
+    from helpers import backend
+
+    target = backend.make(name, "test", context="kind-kflabs")
+    monkeypatch.setattr(backend, "resolve", lambda n, announce=True: target)
+    with pytest.raises(PipelineError, match=r"TRAINER='v3': choose 'v1' or 'v2'"):
+        pipeline.step_train(name, str(tmp_path), "model-store", seed=5, model_name="iris",
+                            test_csv=str(tmp_path / "rows.csv"), trainer="v3")
 
 
 def test_controller_reports_a_malformed_record(tmp_path: Path):

@@ -100,8 +100,11 @@ class Backend:
             server.cleanup()
 
     def train(self, *, seed: int, model_name: str, claim: str,
-              state_dir: str | os.PathLike[str]) -> tuple[str, float | None]:
-        """Train the Iris model onto the volume ``claim``; ``(storage_uri, accuracy)``."""
+              state_dir: str | os.PathLike[str], trainer: str = "v1") -> tuple[str, float | None]:
+        """Train the Iris model onto the volume ``claim``; ``(storage_uri, accuracy)``.
+
+        ``trainer`` picks Kubeflow's training controller on a cluster (:data:`TRAINERS`).
+        """
         raise self.lacks("train", "train a model")
 
     def provision_volume(self, claim: str, state_dir: str | os.PathLike[str]) -> str:
@@ -146,6 +149,23 @@ class Backend:
         return BackendUnavailable(
             f"BACKEND={self.name!r} cannot {doing}{why}: run it with "
             + " or ".join(f"BACKEND={n!r}" for n in having))
+
+
+#: The training controllers a cluster backend trains through: ``v1`` the Training Operator's
+#: XGBoostJob (the chapter's), ``v2`` Kubeflow Trainer's TrainJob.
+TRAINERS = ("v1", "v2")
+
+
+def check_trainer(trainer: str) -> str:
+    """``trainer`` if it is one of :data:`TRAINERS`.
+
+    Raises:
+        PipelineError: another value; names the choices.
+    """
+    if trainer not in TRAINERS:
+        raise PipelineError(f"TRAINER={trainer!r}: choose {' or '.join(map(repr, TRAINERS))} "
+                            "(v1: the Training Operator's XGBoostJob, v2: Kubeflow Trainer's TrainJob)")
+    return trainer
 
 
 _REGISTRY: dict[str, type[Backend]] = {}

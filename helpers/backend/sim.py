@@ -59,9 +59,16 @@ class SimBackend(Backend):
                            ).start(timeout=timeout)
 
     def train(self, *, seed: int, model_name: str, claim: str,
-              state_dir: str | os.PathLike[str]) -> tuple[str, float | None]:
-        """Train in this process and ``save_model`` onto the stand-in volume."""
+              state_dir: str | os.PathLike[str], trainer: str = "v1") -> tuple[str, float | None]:
+        """Train in this process and ``save_model`` onto the stand-in volume.
+
+        No training controller runs here, v1 or v2: ``trainer`` is checked, then both train
+        the same way (the same code the cluster's pods run, so the same model).
+        """
         from helpers import training
+        from helpers.backend.base import check_trainer
+
+        check_trainer(trainer)
         from helpers.backend.sim_cluster import SimCluster
         from helpers.serving import isvc
 

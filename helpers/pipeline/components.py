@@ -20,12 +20,12 @@ def volume(backend: str, state_dir: str) -> str:
 
 
 def train(backend: str, state_dir: str, claim: str, seed: int, model_name: str,  # noqa: PLR0917
-          test_rows: dsl.Output[dsl.Dataset], metrics: dsl.Output[dsl.Metrics]) -> str:
+          trainer: str, test_rows: dsl.Output[dsl.Dataset], metrics: dsl.Output[dsl.Metrics]) -> str:
     """Train the Iris XGBoost model and save_model() it onto the volume; return its storageUri."""
     from helpers.pipeline import steps  # runs in kfp's executor
 
     uri, accuracy = steps.step_train(backend, state_dir, claim, seed=seed, model_name=model_name,
-                                        test_csv=test_rows.path)
+                                        test_csv=test_rows.path, trainer=trainer)
     metrics.log_metric("train_accuracy", accuracy)
     return uri
 
@@ -64,7 +64,8 @@ def build_pipeline(image: str | None = None, install_kfp: bool = False):
             does; off for the local runner, which uses this environment's kfp.
 
     Returns:
-        The ``@dsl.pipeline`` function ``iris_end_to_end(backend, seed, model_name, state_dir)``.
+        The ``@dsl.pipeline`` function ``iris_end_to_end(backend, seed, model_name, state_dir,
+        trainer)``.
     """
     image = image or base_image()
     make = {name: dsl.component(func, base_image=image, install_kfp_package=install_kfp)
@@ -73,10 +74,11 @@ def build_pipeline(image: str | None = None, install_kfp: bool = False):
     @dsl.pipeline(name=PIPELINE_NAME,
                   description="Iris on Kubeflow: volume -> train (XGBoost) -> serve (KServe) -> predict")
     def iris_end_to_end(backend: str = "sim", seed: int = 42, model_name: str = "iris",
-                        state_dir: str = DEFAULT_WORK_DIR + "/sim-cluster") -> float:
+                        state_dir: str = DEFAULT_WORK_DIR + "/sim-cluster",
+                        trainer: str = "v1") -> float:
         volume = make["volume"](backend=backend, state_dir=state_dir).set_display_name("volume")
         train = make["train"](backend=backend, state_dir=state_dir, claim=volume.output, seed=seed,
-                              model_name=model_name).set_display_name("train")
+                              model_name=model_name, trainer=trainer).set_display_name("train")
         serve = make["serve"](backend=backend, state_dir=state_dir, storage_uri=train.outputs["Output"],
                               model_name=model_name).set_display_name("serve")
         predict = make["predict"](backend=backend, endpoint=serve.output, model_name=model_name,

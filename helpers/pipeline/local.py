@@ -72,8 +72,11 @@ class PipelineRun:
 
 
 def run_local(backend_name: str = "sim", seed: int = 42, model_name: str = "iris",
-              work_dir: str | os.PathLike[str] = DEFAULT_WORK_DIR) -> PipelineRun:
+              work_dir: str | os.PathLike[str] = DEFAULT_WORK_DIR, trainer: str = "v1") -> PipelineRun:
     """Execute the pipeline with kfp's local SubprocessRunner.
+
+    ``trainer`` picks the training controller on a cluster (``v1`` the Training Operator's
+    XGBoostJob, ``v2`` Kubeflow Trainer's TrainJob); it is checked before anything runs.
 
     On ``sim`` this first starts the :class:`SimCluster` controller in this process (it owns
     the model server after the serve step ends: stop it with :meth:`PipelineRun.stop`). On
@@ -87,7 +90,10 @@ def run_local(backend_name: str = "sim", seed: int = 42, model_name: str = "iris
     """
     from kfp import local
 
+    from helpers.backend.base import check_trainer
+
     target = _target(backend_name)  # raises the explained error for kwok / unknown names
+    check_trainer(trainer)
     work = paths.resolve(work_dir)
     state_dir = work / "sim-cluster"
     outputs = work / "local_outputs"
@@ -99,7 +105,7 @@ def run_local(backend_name: str = "sim", seed: int = 42, model_name: str = "iris
     try:
         with contextlib.redirect_stdout(buffer), contextlib.redirect_stderr(buffer):
             task = pipeline_func(backend=backend_name, seed=seed, model_name=model_name,
-                                 state_dir=str(state_dir))
+                                 state_dir=str(state_dir), trainer=trainer)
     except (RuntimeError, LabError) as exc:
         if sim is not None:
             sim.stop()

@@ -53,11 +53,12 @@ def step_volume(backend_name: str, state_dir: str, claim: str = MODEL_CLAIM) -> 
 
 
 def step_train(backend_name: str, state_dir: str, claim: str, *, seed: int, model_name: str,
-               test_csv: str) -> tuple[str, float]:
+               test_csv: str, trainer: str = "v1") -> tuple[str, float]:
     """Train the Iris model, ``save_model`` it onto the volume, write the held-out rows.
 
-    On a cluster the training runs as the chapter's XGBoostJob (gang-scheduled by Volcano);
-    its accuracy is measured by the predict step through the served model.
+    On a cluster the training runs gang-scheduled by Volcano, as the chapter's XGBoostJob
+    (``trainer="v1"``) or as the kit's TrainJob on Kubeflow Trainer (``"v2"``); its accuracy
+    is measured by the predict step through the served model.
 
     Returns:
         ``(storage_uri, accuracy)``: the model's ``pvc://`` URI and the held-out accuracy
@@ -71,7 +72,7 @@ def step_train(backend_name: str, state_dir: str, claim: str, *, seed: int, mode
              for row, label in zip(X_test, y_test, strict=True)]
     Path(test_csv).write_text("\n".join(lines) + "\n")
     uri, accuracy = _target(backend_name).train(seed=seed, model_name=model_name, claim=claim,
-                                                state_dir=state_dir)
+                                                state_dir=state_dir, trainer=trainer)
     return uri, accuracy if accuracy is not None else -1.0
 
 

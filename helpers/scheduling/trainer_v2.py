@@ -10,6 +10,9 @@ annotation ``scheduling.volcano.sh/queue-name`` of the runtime's ``spec.template
 (a TrainJob's ``runtimePatches`` can override it; no annotation, no queue field), and annotates
 every pod ``scheduling.k8s.io/group-name``. Unlike v1 it sets no ``schedulerName``: the
 runtime's pod template has to say ``schedulerName: volcano``.
+
+tests/test_controlplane_trainer_v2.py checks these predictions against the real controllers
+(Trainer v2.3.0 and JobSet v0.12.0 on the kwok control plane, with vc-scheduler binding).
 """
 
 from __future__ import annotations

@@ -103,11 +103,19 @@ class KindBackend(Backend):
                                              target=self)
 
     def train(self, *, seed: int, model_name: str, claim: str,
-              state_dir: str | os.PathLike[str]) -> tuple[str, float | None]:
-        """The chapter's XGBoostJob, gang-scheduled by Volcano, saving onto the PVC."""
-        from helpers.backend.kind import training
+              state_dir: str | os.PathLike[str], trainer: str = "v1") -> tuple[str, float | None]:
+        """Gang-scheduled by Volcano, saving onto the PVC: the chapter's XGBoostJob (``v1``)
+        or the kit's TrainJob on Kubeflow Trainer (``v2``)."""
+        from helpers.backend.base import check_trainer
 
-        run = training.run_training_job(self, seed=seed, model_name=model_name)
+        if check_trainer(trainer) == "v2":
+            from helpers.backend.kind import trainer_v2
+
+            run = trainer_v2.run_trainjob(self, seed=seed, model_name=model_name)
+        else:
+            from helpers.backend.kind import training
+
+            run = training.run_training_job(self, seed=seed, model_name=model_name)
         return run.model_uri, run.accuracy
 
     def provision_volume(self, claim: str, state_dir: str | os.PathLike[str]) -> str:
@@ -136,9 +144,12 @@ class KindBackend(Backend):
         return forward.url, forward.close
 
     def clean_pipeline(self, model_name: str) -> list[str]:
-        """The InferenceService and the XGBoostJob, ignore-not-found (the PVC stays)."""
+        """The InferenceService, the XGBoostJob and the TrainJob, ignore-not-found (the PVC stays)."""
         from helpers.backend.kind import serving, training
 
         serving.delete_inference_service(model_name, target=self)
         training.delete_training_job(self)
+        from helpers.backend.kind import trainer_v2
+
+        trainer_v2.delete_trainjob(self)
         return ["cluster objects"]

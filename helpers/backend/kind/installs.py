@@ -1,5 +1,6 @@
 """Installs on the kind cluster at the pins in ``cluster/versions.yaml``: Volcano, cert-manager,
-KServe (Standard mode) and the Training Operator (patched with ``--gang-scheduler-name=volcano``);
+KServe (Standard mode), the Training Operator (patched with ``--gang-scheduler-name=volcano``)
+and Kubeflow Trainer v2 with JobSet and its runtimes;
 :func:`up` and :func:`down` behind ``make cluster-up`` / ``make cluster-down``.
 """
 
@@ -19,7 +20,7 @@ from helpers.scheduling import training_operator as operator
 
 #: Default bound of each install wait (image pulls on a laptop's first run are the slow part).
 INSTALL_TIMEOUT = 600.0
-COMPONENTS = ("volcano", "cert-manager", "kserve", "training-operator")
+COMPONENTS = ("volcano", "cert-manager", "kserve", "training-operator", "trainer-v2")
 
 # --------------------------------------------------------------------------- installs
 def volcano_url() -> str:
@@ -214,6 +215,46 @@ def install_training_operator(timeout: float = INSTALL_TIMEOUT) -> None:
     rollout("kubeflow", "training-operator", timeout)
 
 
+#: Namespace and Deployments of Trainer v2's manager overlay (JobSet's carries its namePrefix).
+TRAINER_V2_NAMESPACE = "kubeflow-system"
+TRAINER_V2_DEPLOYMENTS = ("jobset-controller-manager", "kubeflow-trainer-controller-manager")
+
+
+def trainer_v2_kustomizations() -> tuple[str, str]:
+    """Upstream's overlays at the pinned tag, as its installation guide gives them to
+    ``kubectl apply --server-side -k``: the controller manager (with JobSet), then the runtimes."""
+    base = "github.com/kubeflow/trainer.git/manifests/overlays"
+    ref = f"?ref={versions.pin('trainer')}"
+    return f"{base}/manager{ref}", f"{base}/runtimes{ref}"
+
+
+def install_trainer_v2(timeout: float = INSTALL_TIMEOUT) -> None:
+    """Install Kubeflow Trainer v2 + JobSet, upstream's runtimes and the kit's runtime.
+
+    Upstream's overlays at the pin ``trainer``: ``manifests/overlays/manager`` (the controller
+    manager, its CRDs and webhooks in ``kubeflow-system``, and the JobSet release it bundles),
+    then ``manifests/overlays/runtimes`` (``xgboost-distributed`` among them), then the kit's
+    ClusterTrainingRuntime. The CRDs do not clash with v1's: v1 serves ``kubeflow.org/v1``
+    from namespace ``kubeflow``, v2 ``trainer.kubeflow.org/v1alpha1`` from ``kubeflow-system``.
+    Idempotent (server-side apply; nothing is patched afterwards), so it is simply re-run.
+    """
+    from helpers.backend.kind import trainer_v2
+
+    print(f"installing Kubeflow Trainer {versions.pin('trainer')} "
+          f"(JobSet {versions.pin('jobset')}) and its runtimes")
+    require_tools("git")  # kubectl's kustomize clones the repository at the tag
+    manager, runtimes = trainer_v2_kustomizations()
+    _apply_remote(manager, what="apply Kubeflow Trainer", timeout=timeout, kustomize=True)
+    for deployment in TRAINER_V2_DEPLOYMENTS:
+        rollout(TRAINER_V2_NAMESPACE, deployment, timeout)
+    # upstream's runtimes skip the webhook (label webhook-validation: disabled); the kit's
+    # runtime goes through it, so both applies retry a webhook that is still starting
+    _apply_remote(runtimes, what="apply Trainer's runtimes", timeout=timeout, kustomize=True)
+    retry_transient(["kubectl", "--context", CONTEXT, "apply", "--server-side", "--force-conflicts",
+                     "-f", str(trainer_v2.runtime_file())],
+                    what="apply the kit's ClusterTrainingRuntime", timeout=timeout)
+
+
 def up(*, components: Iterable[str] = COMPONENTS, gpus: int = lifecycle.TOTAL_FAKE_GPUS,
        timeout: float = INSTALL_TIMEOUT, build_image: bool = True) -> dict[str, Any]:
     """``make cluster-up``: everything the labs' ``BACKEND="kind"`` needs, idempotently.
@@ -238,7 +279,8 @@ def up(*, components: Iterable[str] = COMPONENTS, gpus: int = lifecycle.TOTAL_FA
     lifecycle.wait_nodes_ready()
     layout = lifecycle.patch_fake_gpus(gpus)
     steps = {"volcano": install_volcano, "cert-manager": install_cert_manager,
-             "kserve": install_kserve, "training-operator": install_training_operator}
+             "kserve": install_kserve, "training-operator": install_training_operator,
+             "trainer-v2": install_trainer_v2}
     if "kserve" in wanted and "cert-manager" not in wanted:
         wanted.append("cert-manager")  # KServe's webhooks cannot get certificates without it
     done = []

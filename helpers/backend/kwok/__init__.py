@@ -13,11 +13,12 @@ Real upstream binaries, built from the Go module proxy by the wrapper modules un
   never complete unless the helper asks for it.
 
 No container ever runs, so only scheduling can be taught here. The Kubeflow Training
-Operator v1 is built too and started only on request (:class:`training_operator`).
+Operator v1, Kubeflow Trainer v2 and JobSet are built too and started only on request
+(:class:`training_operator`, :class:`~.trainer_v2.trainer_v2`).
 
 The package: :mod:`~.layout` (files, ports), :mod:`~.build` (Go builds), :mod:`~.pki`
 (certificates, kubeconfig), :mod:`~.supervisor` (processes: ``up``/``down``/``status``),
-:mod:`~.nodes` (CRDs, fake nodes), :mod:`~.training_operator`. The command line is
+:mod:`~.nodes` (CRDs, fake nodes), :mod:`~.training_operator`, :mod:`~.trainer_v2`. The command line is
 ``python -m helpers.controlplane``.
 """
 

@@ -41,7 +41,7 @@ class GoBuild:
 
 
 def go_builds() -> list[GoBuild]:
-    """The four wrapper modules, with version ldflags taken from cluster/versions.yaml."""
+    """The wrapper modules, with version ldflags taken from cluster/versions.yaml."""
     k8s = "v" + versions.pin("kubernetes").lstrip("v")
     major, minor = k8s.lstrip("v").split(".")[:2]
     ver = "k8s.io/component-base/version"
@@ -69,6 +69,12 @@ def go_builds() -> list[GoBuild]:
         GoBuild("training-operator", {
             "training-operator": "github.com/kubeflow/training-operator/cmd/training-operator.v1",
         }, (), {"github.com/kubeflow/training-operator": "training_operator"}),
+        GoBuild("trainer", {
+            "trainer-controller-manager": "github.com/kubeflow/trainer/v2/cmd/trainer-controller-manager",
+        }, (), {"github.com/kubeflow/trainer/v2": "trainer", "sigs.k8s.io/jobset": "jobset"}),
+        GoBuild("jobset", {"jobset-controller-manager": "sigs.k8s.io/jobset"},
+                (f"-X sigs.k8s.io/jobset/pkg/version.GitVersion={versions.pin('jobset')}",),
+                {"sigs.k8s.io/jobset": "jobset"}),
         GoBuild("kwok", {"kwok": "sigs.k8s.io/kwok/cmd/kwok"},
                 (f"-X sigs.k8s.io/kwok/pkg/consts.Version={versions.pin('kwok').lstrip('v')}",),
                 {"sigs.k8s.io/kwok": "kwok"}),
@@ -77,8 +83,9 @@ def go_builds() -> list[GoBuild]:
 
 BINARIES = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler",
             "vc-scheduler", "vc-controller-manager", "kwok")
-#: Built too, but started only on request (:func:`training_operator`).
-OPTIONAL_BINARIES = ("training-operator",)
+#: Built too, but started only on request (:mod:`helpers.backend.kwok.training_operator`,
+#: :mod:`helpers.backend.kwok.trainer_v2`).
+OPTIONAL_BINARIES = ("training-operator", "trainer-controller-manager", "jobset-controller-manager")
 
 
 def go_binary() -> str:

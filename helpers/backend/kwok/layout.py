@@ -28,6 +28,11 @@ PORT_OFFSETS = {
     "vc-controller-manager": 83,
     "vc-controller-manager-metrics": 84,
     "kwok": 85,
+    # started only on request (helpers.backend.kwok.trainer_v2)
+    "jobset-webhook": 86,
+    "jobset-health": 87,
+    "trainer-webhook": 88,
+    "trainer-health": 89,
 }
 #: Annotation that hands a Node to kwok.
 FAKE_NODE_ANNOTATION = ("kwok.x-k8s.io/node", "fake")
