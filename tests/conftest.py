@@ -12,7 +12,7 @@ ROOT = paths.ROOT
 #: The test modules whose tests are marked ``kwok``. Under ``-n N --dist loadgroup`` (as
 #: `make test` runs) one pytest-xdist worker runs all of them, one after the other, against
 #: the one control plane, while the other workers run the rest (pytest_xdist_make_scheduler).
-KWOK_MODULES = ("test_cluster_objects.py", "test_controlplane.py")
+KWOK_MODULES = ("test_cluster_objects.py", "test_controlplane.py", "test_controlplane_trainer_v2.py")
 LABS = sorted(paths.labs_dir().glob("[0-9][0-9]_*.ipynb"))
 ALL_NOTEBOOKS = sorted(paths.labs_dir().rglob("*.ipynb"))
 

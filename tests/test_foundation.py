@@ -272,3 +272,15 @@ def test_lab_kernels_never_inherit_a_jupyter_session(tmp_path, monkeypatch):
     nbformat.write(nb, tmp_path / "probe.ipynb")
     run = runner.run_lab(tmp_path / "probe.ipynb", parameters={}, output_notebook=tmp_path / "out.ipynb")
     assert run.status == "ok", run.error
+
+
+def test_kwok_tests_are_one_scheduling_unit_and_the_rest_are_single_tests():
+    """`make test`'s scheduler: every kwok module -> the one "kwok" unit; other tests alone."""
+    from tests.conftest import KWOK_MODULES, kwok_scope
+
+    for module in KWOK_MODULES:
+        assert (ROOT / "tests" / module).is_file(), f"KWOK_MODULES names a missing file: {module}"
+        assert kwok_scope(f"tests/{module}::test_x[param]") == "kwok"
+    other = "tests/test_layering.py::test_no_cycles"
+    assert kwok_scope(other) == other
+    assert "-n 3 --dist loadgroup" in (ROOT / "Makefile").read_text()
