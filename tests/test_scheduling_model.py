@@ -441,3 +441,21 @@ def test_hand_made_podgroups_are_not_deleted():
     assert {g.phase for g in r.podgroups.values()} == {"Completed"}
     assert all(g.deleted_at is None for g in r.podgroups.values())
     assert not [e for e in r.events if e["message"] == "deleted"] and r.vcjob_phases("train-a") == []
+
+
+def test_share_at_start_counts_a_session_seen_over_several_polls():
+    """bound_by_queue_at_start: the whole first allocation, even if its binds are seen late."""
+    import copy
+
+    from helpers import scheduling
+
+    run = scheduling.run_scenario("queues", "volcano")
+    assert run.bound_by_queue_at_start() == {"team-a": 6, "team-b": 2}
+    seen_late = copy.deepcopy(run)
+    first_bind = min(p["bound_at"] for p in run.pods.values() if p["bound_at"] is not None)
+    first_finish = min(p["finished_at"] for p in run.pods.values() if p["finished_at"] is not None)
+    late = next(p for p in seen_late.pods.values() if p["bound_at"] == first_bind
+                and seen_late.jobs[p["job"]].queue == "team-a")
+    late["bound_at"] = (first_bind + first_finish) / 2  # a poll later, still before any finish
+    assert seen_late.bound_by_queue(first_bind) == {"team-a": 5, "team-b": 2}
+    assert seen_late.bound_by_queue_at_start() == {"team-a": 6, "team-b": 2}

@@ -107,6 +107,23 @@ class SchedulingResult:
                 out[queue] = out.get(queue, 0) + 1
         return out
 
+    def bound_by_queue_at_start(self) -> dict[str, int]:
+        """Pods per Volcano queue holding a node once the first allocation is in place.
+
+        That is :meth:`bound_by_queue` just before the first pod finishes (or at the end, if
+        none does). Not at the first binding time: on a cluster one scheduling session's
+        binds are seen over several polls, so the first binding time catches only part of
+        the session; until a pod finishes, nothing frees a node, so the share is complete.
+        """
+        finishes = [p["finished_at"] for p in self.pods.values() if p["finished_at"] is not None]
+        binds = [p["bound_at"] for p in self.pods.values() if p["bound_at"] is not None]
+        if not binds:
+            return {}
+        if not finishes:
+            return self.bound_by_queue(max(binds))
+        first_finish = min(finishes)
+        return self.bound_by_queue(max([b for b in binds if b < first_finish] or [min(binds)]))
+
     def held_idle(self, t: float) -> int:
         """Units of the scarce resource held at time ``t`` by pods that do no work.
 
