@@ -73,7 +73,7 @@ def image_label(image: str, label: str) -> str | None:
     """The value of ``label`` on a local image, or None when the image is absent."""
     proc = subprocess.run(["docker", "image", "inspect", "--format",
                            f'{{{{index .Config.Labels "{label}"}}}}', image],
-                          capture_output=True, text=True, timeout=60)
+                          capture_output=True, text=True, timeout=60, check=False)
     return proc.stdout.strip() if proc.returncode == 0 else None
 
 
@@ -93,7 +93,7 @@ def ensure_base_image(tag: str = BASE_IMAGE, rebuild: bool = False) -> dict:
         print(f"debootstrap {SUITE} ({VARIANT}) into {root} (a few minutes)")
         proc = subprocess.run(["debootstrap", f"--variant={VARIANT}",
                                f"--include={','.join(INCLUDE)}", SUITE, str(root), mirror],
-                              capture_output=True, text=True, timeout=3600)
+                              capture_output=True, text=True, timeout=3600, check=False)
         if proc.returncode != 0:
             log = root / "debootstrap" / "debootstrap.log"
             detail = log.read_text(errors="replace")[-2000:] if log.exists() else proc.stderr[-2000:]
@@ -106,7 +106,8 @@ def ensure_base_image(tag: str = BASE_IMAGE, rebuild: bool = False) -> dict:
                                stdout=subprocess.PIPE)
         imported = subprocess.run(["docker", "import", "--change", f"LABEL {RECIPE_LABEL}={wanted}",
                                    "--change", 'CMD ["/bin/bash"]', "-", tag],
-                                  stdin=tar.stdout, capture_output=True, text=True, timeout=1800)
+                                  stdin=tar.stdout, capture_output=True, text=True, timeout=1800,
+                                  check=False)
         tar.stdout.close()
         tar.wait()
         if imported.returncode != 0 or tar.returncode != 0:

@@ -50,7 +50,7 @@ def wrapper_text(python: str) -> str:
 
 
 def _run(argv: list[str], timeout: float = 600, check: bool = True) -> subprocess.CompletedProcess:
-    proc = subprocess.run(argv, capture_output=True, text=True, timeout=timeout)
+    proc = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, check=False)
     if check and proc.returncode != 0:
         raise BackendUnavailable(f"`{' '.join(argv)}` failed ({proc.returncode}):\n"
                                  f"{(proc.stderr or proc.stdout).strip()[-2000:]}")
@@ -73,7 +73,7 @@ def ensure_packages(packages: tuple[str, ...] = ("docker.io", "debootstrap")) ->
         print(f"installing {' '.join(missing)} with apt-get")
         env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
         proc = subprocess.run(["apt-get", "install", "-y", "--no-install-recommends", *missing],
-                              capture_output=True, text=True, env=env, timeout=1800)
+                              capture_output=True, text=True, env=env, timeout=1800, check=False)
         if proc.returncode != 0:
             raise BackendUnavailable(f"apt-get install {' '.join(missing)} failed:\n"
                                      f"{proc.stderr.strip()[-2000:]}\nrun `apt-get update` and retry")

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from helpers import paths, versions
-from helpers.backend.kwok.build import _go_env, go_binary, go_builds
+from helpers.backend.kwok.build import _default_binary_name, _go_env, go_binary, go_builds
 from helpers.backend.kwok.layout import _tail, controlplane_dir
 from helpers.errors import BackendUnavailable
 
@@ -53,9 +53,27 @@ def kind_path() -> Path:
     return bin_dir() / "kind"
 
 
-def module_tools() -> list[ModuleTool]:
-    """kind (the pin) plus what the node image runs beside Kubernetes."""
-    return [ModuleTool("kind", "sigs.k8s.io/kind", versions.pin("kind"))]
+def module_tools(coredns_version: str | None = None) -> list[ModuleTool]:
+    """kind (the pin) plus what the node image runs beside Kubernetes.
+
+    Args:
+        coredns_version: CoreDNS's tag as kubeadm lists it (``v1.13.1``); without it, CoreDNS
+            is left out (kubeadm, which knows it, may not be built yet).
+    """
+    crictl = versions.pin("crictl")
+    tools = [ModuleTool("kind", "sigs.k8s.io/kind", versions.pin("kind")),
+             ModuleTool("crictl", "sigs.k8s.io/cri-tools/cmd/crictl", crictl,
+                        (f"-X sigs.k8s.io/cri-tools/pkg/version.Version={crictl}",)),
+             ModuleTool("local-path-provisioner", "github.com/rancher/local-path-provisioner",
+                         versions.pin("local_path_provisioner"))]
+    if coredns_version:
+        tools.append(ModuleTool("coredns", "github.com/coredns/coredns", coredns_version))
+    return tools
+
+
+def tool(name: str, coredns_version: str | None = None) -> ModuleTool:
+    """One of :func:`module_tools` by name."""
+    return next(t for t in module_tools(coredns_version) if t.name == name)
 
 
 def _stamp_ok(stamp: Path, key: str, outputs: list[Path]) -> bool:
@@ -88,7 +106,7 @@ def install_module_tool(tool: ModuleTool, force: bool = False) -> float:
            f"{tool.package}@{tool.version}"]
     print(f"go install {tool.package}@{tool.version}")
     spent = _run_logged(cmd, bin_dir(), env, bin_dir() / f".{tool.name}.log", tool.name)
-    built = bin_dir() / tool.package.rstrip("/").split("/")[-1]
+    built = bin_dir() / _default_binary_name(tool.package)
     if built != out:
         built.replace(out)
     stamp.write_text(key)
@@ -97,7 +115,7 @@ def install_module_tool(tool: ModuleTool, force: bool = False) -> float:
 
 def ensure_kind(force: bool = False) -> Path:
     """Build ``kind`` at the pin (once) and return its path."""
-    install_module_tool(module_tools()[0], force=force)
+    install_module_tool(tool("kind"), force=force)
     return kind_path()
 
 
@@ -116,23 +134,45 @@ def kube_ldflags() -> tuple[str, ...]:
 
 def build_kubernetes(force: bool = False) -> float:
     """Build the seven Kubernetes binaries into ``bin_dir()/k8s``; seconds (0 if reused)."""
-    go = go_binary()
-    module = controlplane_dir() / "kube"
-    out = bin_dir() / "k8s"
     names = (*NODE_BINARIES, *CONTROL_PLANE_BINARIES)
+    return build_in_wrapper("kube", {n: f"k8s.io/kubernetes/cmd/{n}" for n in names},
+                            kube_ldflags(), "k8s", force)
+
+
+def build_etcd(force: bool = False) -> float:
+    """Build etcd from the control plane's ``etcd`` wrapper module (pin ``etcd``) into ``bin_dir()/etcd``."""
+    spec = next(spec for spec in go_builds() if spec.module == "etcd")
+    return build_in_wrapper("etcd", spec.binaries, spec.ldflags, "etcd", force)
+
+
+def build_in_wrapper(module_name: str, binaries: dict[str, str], ldflags: tuple[str, ...],
+                     out_name: str, force: bool = False) -> float:
+    """``go build`` ``binaries`` (name -> package) inside ``cluster/controlplane/<module_name>``.
+
+    Output in ``bin_dir()/<out_name>``; reused while Go's version, the go.mod/go.sum and the
+    flags are unchanged. Returns seconds spent (0.0 when reused).
+    """
+    go = go_binary()
+    module = controlplane_dir() / module_name
+    out = bin_dir() / out_name
+    names = tuple(binaries)
     digest = hashlib.sha256(subprocess.run([go, "env", "GOVERSION"], capture_output=True,
                                            text=True, check=False).stdout.encode())
     for name in ("go.mod", "go.sum"):
         digest.update((module / name).read_bytes())
-    digest.update(json.dumps([names, kube_ldflags()]).encode())
+    digest.update(json.dumps([binaries, ldflags]).encode())
     stamp = out / ".stamp"
     if not force and _stamp_ok(stamp, digest.hexdigest(), [out / n for n in names]):
         return 0.0
     out.mkdir(parents=True, exist_ok=True)
     print(f"building {', '.join(names)} (cold: tens of minutes; warm: a few)")
     env = {**_go_env(go), "CGO_ENABLED": "0"}
-    cmd = [go, "build", "-trimpath", "-ldflags", " ".join(("-s", "-w", *kube_ldflags())),
-           "-o", str(out) + os.sep, *(f"k8s.io/kubernetes/cmd/{n}" for n in names)]
-    spent = _run_logged(cmd, module, env, out / ".build.log", "the Kubernetes binaries")
+    cmd = [go, "build", "-trimpath", "-ldflags", " ".join(("-s", "-w", *ldflags)),
+           "-o", str(out) + os.sep, *binaries.values()]
+    spent = _run_logged(cmd, module, env, out / ".build.log", ", ".join(names))
+    for name, package in binaries.items():
+        built = out / _default_binary_name(package)
+        if built != out / name:
+            built.replace(out / name)
     stamp.write_text(digest.hexdigest())
     return spent
