@@ -266,3 +266,16 @@ def test_gobuild_tools_follow_the_pins():
     assert tools["coredns"].version == "v1.13.1"
     assert "coredns" not in {t.name for t in gobuild.module_tools()}
     assert any("gitVersion=v" + versions.pin("kubernetes") in f for f in gobuild.kube_ldflags())
+
+
+def test_local_cluster_only_when_the_node_image_was_built_here(monkeypatch, tmp_path):
+    from helpers.backend.kind.maintainer import base as base_mod
+    monkeypatch.setenv("KFLABS_ROOT", str(tmp_path))
+    seen = []
+    monkeypatch.setattr(base_mod, "image_label", lambda image, label: seen.append((image, label)))
+    assert kindconfig.local_cluster() is None  # a learner's Docker: no such image
+    assert seen == [(nodeimage.node_image_tag(), nodeimage.HASH_LABEL)]
+    monkeypatch.setattr(base_mod, "image_label", lambda image, label: "abc123")
+    config, image = kindconfig.local_cluster()
+    assert image == nodeimage.node_image_tag()
+    assert yaml.safe_load(config.read_text())["nodes"][0]["image"] == image

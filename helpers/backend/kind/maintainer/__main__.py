@@ -6,7 +6,8 @@ Commands (each idempotent; run as root on a maintainer machine):
 * ``base-image`` build ``kflabs/debian-base:bookworm`` with debootstrap;
 * ``kind``       build the pinned ``kind`` into ``cluster/kind/.bin``;
 * ``images``     all of the above that is missing, then the node image (``make cluster-images``);
-* ``kind-config`` write the maintainer kind config and print its path.
+* ``kind-config`` write the maintainer kind config and print its path;
+* ``test-cluster`` the whole check (``make test-cluster``, :mod:`.testrun`).
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import argparse
 import json
 import time
 
-from helpers.backend.kind.maintainer import base, docker, gobuild, kindconfig, nodeimage
+from helpers.backend.kind.maintainer import base, docker, gobuild, kindconfig, nodeimage, testrun
 from helpers.errors import cli_errors
 
 
@@ -30,6 +31,10 @@ def build_parser() -> argparse.ArgumentParser:
     p_images = sub.add_parser("images", help="everything above that is missing + the node image")
     p_images.add_argument("--force", action="store_true", help="rebuild even when cached")
     sub.add_parser("kind-config", help="write the maintainer kind config, print its path")
+    p_test = sub.add_parser("test-cluster", help="images, cluster-up, cluster tests, labs on kind, "
+                                                 "cluster-down; results in build/cluster-results.json")
+    p_test.add_argument("--only", nargs="+", choices=[n for n, _ in testrun.steps()],
+                        help="run only these steps")
     return parser
 
 
@@ -51,6 +56,10 @@ def main(argv: list[str] | None = None) -> int:
         summary = nodeimage.ensure_node_image(force=args.force)
         summary["wall_seconds"] = round(time.perf_counter() - start, 1)
         print(json.dumps(summary, indent=2))
+    elif args.command == "test-cluster":
+        record = testrun.run_all(only=args.only)
+        print(json.dumps(record, indent=2))
+        return 0 if record["ok"] else 1
     else:
         print(kindconfig.write_config(nodeimage.node_image_tag()))
     return 0

@@ -13,6 +13,7 @@ those of the learners' file. Two changes:
 from __future__ import annotations
 
 import copy
+import subprocess
 from pathlib import Path
 
 import yaml
@@ -52,3 +53,21 @@ def write_config(node_image: str, dest: Path | None = None) -> Path:
               "cluster/kind/kind-config.yaml: do not edit.\n")
     dest.write_text(header + yaml.safe_dump(derive_config(learner, node_image), sort_keys=False))
     return dest
+
+
+def local_cluster() -> tuple[Path, str] | None:
+    """(maintainer config, node image) when this Docker holds the node image built here.
+
+    ``make cluster-images`` builds ``kindest/node:v<kubernetes>`` with a label of its inputs;
+    a learner's machine has no such image, so its ``make cluster-up`` is unchanged (the
+    digest-pinned image from versions.yaml and the learners' config).
+    """
+    from helpers.backend.kind.maintainer.base import image_label
+    from helpers.backend.kind.maintainer.nodeimage import HASH_LABEL, node_image_tag
+
+    image = node_image_tag()
+    try:
+        built_here = bool(image_label(image, HASH_LABEL))
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return (write_config(image), image) if built_here else None
