@@ -196,6 +196,11 @@ KIND_CONTAINERD = '''version = 2
   type = "snapshot"
   address = "/run/containerd-fuse-overlayfs.sock"
 
+[plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc]
+  runtime_type = "io.containerd.runc.v2"
+  [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc.options]
+    SystemdCgroup = true
+
 [plugins."io.containerd.grpc.v1.cri"]
   sandbox_image = "registry.k8s.io/pause:3.10"
 '''
@@ -205,6 +210,7 @@ def test_containerd_config_uses_kubeadms_pause_and_drops_fuse_overlayfs():
     text = nodeimage.containerd_config(KIND_CONTAINERD, "registry.k8s.io/pause:3.10.1")
     assert 'sandbox_image = "registry.k8s.io/pause:3.10.1"' in text
     assert "fuse-overlayfs" not in text and "version = 2" in text
+    assert '    SystemdCgroup = true\n    BinaryName = "/usr/local/sbin/kflabs-runc-wrap"\n' in text
     with pytest.raises(ValueError):
         nodeimage.containerd_config("version = 2\n", "p")
 

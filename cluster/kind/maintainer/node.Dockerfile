@@ -6,16 +6,16 @@
 ARG BASE_IMAGE
 FROM ${BASE_IMAGE}
 COPY files/usr/local/bin/ /usr/local/bin/
-COPY files/kind/ /kind/
-COPY files/etc/ /etc/
-RUN chmod 755 /usr/local/bin/* /kind /kind/bin /kind/bin/* \
+# Packages first: kind's /etc files (its containerd config.toml above all) would otherwise
+# meet Debian's conffiles and stop dpkg at a prompt.
+RUN chmod 755 /usr/local/bin/* \
     && echo "Installing Packages ..." \
     && DEBIAN_FRONTEND=noninteractive clean-install \
       systemd \
       conntrack iptables nftables iproute2 ethtool util-linux mount kmod \
       libseccomp2 pigz e2fsprogs \
       bash ca-certificates curl jq procps \
-      containerd runc containernetworking-plugins \
+      containerd runc containernetworking-plugins python3-minimal \
     && find /lib/systemd/system/sysinit.target.wants/ -name "systemd-tmpfiles-setup.service" -delete \
     && rm -f /lib/systemd/system/multi-user.target.wants/* \
     && rm -f /etc/systemd/system/*.wants/* \
@@ -27,7 +27,10 @@ RUN chmod 755 /usr/local/bin/* /kind /kind/bin /kind/bin/* \
     && ln -sf /usr/lib/systemd/systemd /sbin/init \
     && ln -sf /usr/bin/containerd /usr/local/bin/containerd \
     && mkdir -p /opt/cni && ln -sfn /usr/lib/cni /opt/cni/bin
-RUN systemctl enable kubelet.service \
+COPY files/kind/ /kind/
+COPY files/etc/ /etc/
+RUN chmod 755 /kind /kind/bin /kind/bin/* \
+    && systemctl enable kubelet.service \
     && systemctl enable containerd.service \
     && systemctl enable undo-mount-hacks.service \
     && systemctl mask systemd-binfmt.service \
@@ -38,6 +41,9 @@ RUN ctr oci spec \
         > /etc/containerd/cri-base.json
 COPY bin/kubeadm bin/kubelet bin/kubectl /usr/bin/
 COPY bin/crictl /usr/local/bin/
+# The CAP_SYS_RESOURCE-dropping runc wrapper, for pods' privileged containers (containerd's
+# BinaryName); the same file Docker runs on the host.
+COPY runc-wrap /usr/local/sbin/kflabs-runc-wrap
 COPY kind-version /kind/version
 COPY manifests/ /kind/manifests/
 ENV container=docker

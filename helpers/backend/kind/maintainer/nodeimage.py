@@ -36,6 +36,7 @@ import yaml
 from helpers import paths, versions
 from helpers.backend.kind.maintainer import gobuild
 from helpers.backend.kind.maintainer.base import BASE_IMAGE, ensure_base_image, image_label
+from helpers.backend.kind.maintainer.docker import wrapper_text
 from helpers.errors import BackendUnavailable
 
 HASH_LABEL = "io.kflabs.inputs"
@@ -156,15 +157,23 @@ def dockerfile(image: ComponentImage, base: str = BASE_IMAGE) -> str:
     return "\n".join(lines) + "\n"
 
 
-def containerd_config(text: str, sandbox_image: str) -> str:
-    """kind's containerd config for Debian's containerd 1.6 and kubeadm's pause image.
+#: The runc wrapper inside the node (pods' privileged containers meet the same missing
+#: CAP_SYS_RESOURCE as the node itself): :mod:`.runc_wrap`, run by the node's python3.
+NODE_RUNC_WRAPPER = "/usr/local/sbin/kflabs-runc-wrap"
 
-    Sets ``sandbox_image`` (kind's file names its own pause tag) and drops the
-    fuse-overlayfs proxy plugin (rootless only; its snapshotter is not built here).
+
+def containerd_config(text: str, sandbox_image: str, runc_binary: str = NODE_RUNC_WRAPPER) -> str:
+    """kind's containerd config for Debian's containerd 1.6, kubeadm's pause and the wrapper.
+
+    Sets ``sandbox_image`` (kind's file names its own pause tag), makes every runc runtime
+    call ``runc_binary`` (``BinaryName``) and drops the fuse-overlayfs proxy plugin (rootless
+    only; its snapshotter is not built here).
     """
     text, count = re.subn(r'sandbox_image = "[^"]*"', f'sandbox_image = "{sandbox_image}"', text)
     if count != 1:
         raise ValueError("kind's containerd config has no single sandbox_image line")
+    text = re.sub(r"^(\s*)SystemdCgroup = true$", rf'\g<0>\n\1BinaryName = "{runc_binary}"',
+                  text, flags=re.MULTILINE)
     return re.sub(r'\[proxy_plugins\]\n(?:#.*\n)?\[proxy_plugins\."fuse-overlayfs"\]\n(?:  .*\n)*',
                   "", text)
 
@@ -341,6 +350,8 @@ def _stage_node_context(ctx: Path, kind_dir: Path, lpp_dir: Path, sources: dict[
     (ctx / "bin").mkdir()
     for name in ("kubeadm", "kubelet", "kubectl", "crictl"):
         shutil.copy2(sources[name], ctx / "bin" / name)
+    (ctx / "runc-wrap").write_text(wrapper_text("/usr/bin/python3"))
+    (ctx / "runc-wrap").chmod(0o755)  # Docker 20.10's builder has no COPY --chmod
     (ctx / "kind-version").write_text(kubernetes)
     (ctx / "manifests").mkdir()
     (ctx / "manifests" / "default-cni.yaml").write_text(
