@@ -61,11 +61,12 @@ def module_tools(coredns_version: str | None = None) -> list[ModuleTool]:
             is left out (kubeadm, which knows it, may not be built yet).
     """
     crictl = versions.pin("crictl")
+    lpp = versions.pin("local_path_provisioner")
     tools = [ModuleTool("kind", "sigs.k8s.io/kind", versions.pin("kind")),
              ModuleTool("crictl", "sigs.k8s.io/cri-tools/cmd/crictl", crictl,
                         (f"-X sigs.k8s.io/cri-tools/pkg/version.Version={crictl}",)),
              ModuleTool("local-path-provisioner", "github.com/rancher/local-path-provisioner",
-                         versions.pin("local_path_provisioner"))]
+                        lpp, (f"-X main.VERSION={lpp}",))]
     if coredns_version:
         tools.append(ModuleTool("coredns", "github.com/coredns/coredns", coredns_version))
     return tools
