@@ -15,7 +15,7 @@ RUN chmod 755 /usr/local/bin/* \
       conntrack iptables nftables iproute2 ethtool util-linux mount kmod \
       libseccomp2 pigz e2fsprogs \
       bash ca-certificates curl jq procps \
-      containerd runc containernetworking-plugins python3-minimal \
+      containerd runc containernetworking-plugins python3 \
     && find /lib/systemd/system/sysinit.target.wants/ -name "systemd-tmpfiles-setup.service" -delete \
     && rm -f /lib/systemd/system/multi-user.target.wants/* \
     && rm -f /etc/systemd/system/*.wants/* \
