@@ -203,6 +203,7 @@ KIND_CONTAINERD = '''version = 2
 
 [plugins."io.containerd.grpc.v1.cri"]
   sandbox_image = "registry.k8s.io/pause:3.10"
+  restrict_oom_score_adj = false
 '''
 
 
@@ -210,6 +211,7 @@ def test_containerd_config_uses_kubeadms_pause_and_drops_fuse_overlayfs():
     text = nodeimage.containerd_config(KIND_CONTAINERD, "registry.k8s.io/pause:3.10.1")
     assert 'sandbox_image = "registry.k8s.io/pause:3.10.1"' in text
     assert "fuse-overlayfs" not in text and "version = 2" in text
+    assert "restrict_oom_score_adj = true" in text and "= false" not in text
     assert '    SystemdCgroup = true\n    BinaryName = "/usr/local/sbin/kflabs-runc-wrap"\n' in text
     with pytest.raises(ValueError):
         nodeimage.containerd_config("version = 2\n", "p")

@@ -166,12 +166,17 @@ def containerd_config(text: str, sandbox_image: str, runc_binary: str = NODE_RUN
     """kind's containerd config for Debian's containerd 1.6, kubeadm's pause and the wrapper.
 
     Sets ``sandbox_image`` (kind's file names its own pause tag), makes every runc runtime
-    call ``runc_binary`` (``BinaryName``) and drops the fuse-overlayfs proxy plugin (rootless
+    call ``runc_binary`` (``BinaryName``), restricts ``oom_score_adj`` to containerd's own
+    (no CAP_SYS_RESOURCE to lower it) and drops the fuse-overlayfs proxy plugin (rootless
     only; its snapshotter is not built here).
     """
     text, count = re.subn(r'sandbox_image = "[^"]*"', f'sandbox_image = "{sandbox_image}"', text)
     if count != 1:
         raise ValueError("kind's containerd config has no single sandbox_image line")
+    # Lowering a process's oom_score_adj (kubelet asks -998 for pod sandboxes) needs
+    # CAP_SYS_RESOURCE, which the node lacks: runc's init then dies ("can't get final child's
+    # PID from pipe: EOF"). Restricted, containerd clamps it to its own value instead.
+    text = text.replace("restrict_oom_score_adj = false", "restrict_oom_score_adj = true")
     text = re.sub(r"^(\s*)SystemdCgroup = true$", rf'\g<0>\n\1BinaryName = "{runc_binary}"',
                   text, flags=re.MULTILINE)
     return re.sub(r'\[proxy_plugins\]\n(?:#.*\n)?\[proxy_plugins\."fuse-overlayfs"\]\n(?:  .*\n)*',
