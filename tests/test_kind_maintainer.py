@@ -259,6 +259,7 @@ def test_podnet_manifest_keeps_kinds_template_markers():
     assert "would you kindly patch this file" in text
     assert "{{ .PodSubnet }}" in text and "PODNET_IMAGE" not in text
     rendered = text.replace("{{ .PodSubnet }}", "10.244.0.0/16")
+    assert len(list(yaml.safe_load_all(text))) == 4  # parseable before kind templates it, too
     ds = next(d for d in yaml.safe_load_all(rendered) if d["kind"] == "DaemonSet")
     container = ds["spec"]["template"]["spec"]["containers"][0]
     assert container["image"] == "kflabs/podnet:abc"
@@ -287,3 +288,31 @@ def test_local_cluster_only_when_the_node_image_was_built_here(monkeypatch, tmp_
     config, image = kindconfig.local_cluster()
     assert image == nodeimage.node_image_tag()
     assert yaml.safe_load(config.read_text())["nodes"][0]["image"] == image
+
+
+# ------------------------------------------------------------------ make test-cluster
+def test_test_cluster_steps_in_order_and_nothing_from_make_test():
+    from helpers.backend.kind.maintainer import testrun
+    names = [name for name, _ in testrun.steps("py")]
+    assert names == ["cluster-images", "cluster-up", "pytest-cluster", "labs-kind", "cluster-down"]
+    argvs = dict(testrun.steps("py"))
+    assert argvs["pytest-cluster"][:5] == ["py", "-m", "pytest", "-m", "cluster"]
+    assert argvs["labs-kind"][3:5] == ["--backend", "kind"]
+    makefile = (Path(__file__).resolve().parents[1] / "Makefile").read_text()
+    test_recipe = makefile.split("\ntest:", 1)[1].split("\n\n", 1)[0]
+    assert "cluster-images" not in test_recipe and "test-cluster" not in test_recipe
+
+
+def test_run_all_records_each_step_and_goes_on_after_a_failure(monkeypatch, tmp_path):
+    from helpers.backend.kind.maintainer import testrun
+    monkeypatch.setattr(testrun.paths, "ROOT", tmp_path)
+    monkeypatch.setattr(testrun, "steps", lambda python=sys.executable: [
+        ("ok", [sys.executable, "-c", "print('fine')"]),
+        ("bad", [sys.executable, "-c", "raise SystemExit(3)"]),
+        ("down", [sys.executable, "-c", "pass"])])
+    record = testrun.run_all(results=tmp_path / "build" / "r.json")
+    assert {k: v["returncode"] for k, v in record["steps"].items()} == {"ok": 0, "bad": 3, "down": 0}
+    assert record["ok"] is False
+    assert json.loads((tmp_path / "build" / "r.json").read_text())["steps"]["bad"]["returncode"] == 3
+    assert (tmp_path / "build" / "cluster-logs" / "ok.log").read_text().strip() == "fine"
+    assert record["memory_mib"]["peak"] >= record["memory_mib"]["baseline"] >= 0
