@@ -71,3 +71,19 @@ def local_cluster() -> tuple[Path, str] | None:
     except (OSError, subprocess.SubprocessError):
         return None
     return (write_config(image), image) if built_here else None
+
+
+def expected_kubernetes() -> str:
+    """The kubelet version the kit's cluster runs here: ``v1.35.4`` on the node image built
+    here (:func:`local_cluster`), else that of the learners' ``kind_node_image`` pin."""
+    from helpers import versions
+    from helpers.backend.kind.maintainer.base import image_label
+    from helpers.backend.kind.maintainer.nodeimage import HASH_LABEL, node_image_tag
+
+    try:
+        built_here = bool(image_label(node_image_tag(), HASH_LABEL))
+    except (OSError, subprocess.SubprocessError):
+        built_here = False
+    if built_here:
+        return "v" + versions.pin("kubernetes").lstrip("v")
+    return "v" + versions.pin("kind_node_image").split(":v")[1].split("@")[0]
