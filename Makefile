@@ -7,7 +7,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 BUILD  := build
 
-.PHONY: help setup run test bench jupyter clean distclean lock lint student grade controlplane-build controlplane-up controlplane-down cluster-up cluster-down
+.PHONY: help setup run test bench jupyter clean distclean lock lint student grade controlplane-build controlplane-up controlplane-down cluster-up cluster-down cluster-images test-cluster
 
 help:
 	@echo "make run      set up .venv, then run every lab headless on the embedded default"
@@ -21,6 +21,8 @@ help:
 	@echo "make controlplane-down  stop it (safe to run twice)"
 	@echo "make cluster-up    create (or reuse) the kind cluster with Volcano, KServe and the Training Operator (BACKEND=kind)"
 	@echo "make cluster-down  delete the kind cluster (safe to run twice)"
+	@echo "make cluster-images  maintainers, no registry: build the kind node image from source (cached)"
+	@echo "make test-cluster    maintainers: images, cluster-up, cluster tests, labs on kind, cluster-down"
 	@echo "make setup    create .venv from requirements.lock (every target does this first)"
 	@echo "make lint     ruff over helpers/, tests/ and the notebooks"
 	@echo "make lock     re-resolve requirements.lock after editing pyproject.toml"
@@ -86,10 +88,19 @@ lock: $(STAMP)
 # Operator at the pins in cluster/versions.yaml. Idempotent: a re-run reuses what exists.
 # Options: CLUSTER_ARGS="--only volcano" or "--timeout 900" or "--no-image".
 cluster-up: $(STAMP)
-	@$(PY) -m helpers.cluster up $(CLUSTER_ARGS)
+	@PATH="$(CURDIR)/cluster/kind/.bin:$$PATH" $(PY) -m helpers.cluster up $(CLUSTER_ARGS)
 
 cluster-down: $(STAMP)
-	@$(PY) -m helpers.cluster down
+	@PATH="$(CURDIR)/cluster/kind/.bin:$$PATH" $(PY) -m helpers.cluster down
+
+# Maintainers on a machine with no container registry (README, "Maintainers: the kind path
+# with no registry"). Neither is part of `make test`. The kind built here, if any, comes first.
+KIND_BIN := $(CURDIR)/cluster/kind/.bin
+cluster-images: $(STAMP)
+	@PATH="$(KIND_BIN):$$PATH" $(PY) -m helpers.backend.kind.maintainer images
+
+test-cluster: $(STAMP)
+	@PATH="$(KIND_BIN):$$PATH" $(PY) -m helpers.backend.kind.maintainer test-cluster
 
 clean:
 	rm -rf $(BUILD) .pytest_cache

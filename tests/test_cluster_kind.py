@@ -19,11 +19,12 @@ import shutil
 import numpy as np
 import pytest
 
-from helpers import backend, distributed, training, versions
+from helpers import backend, distributed, training
 from helpers.backend.kind import installs as kind_installs
 from helpers.backend.kind import lifecycle as kind_lifecycle
 from helpers.backend.kind import serving as kind_serving
 from helpers.backend.kind import training as kind_training
+from helpers.backend.kind.maintainer import kindconfig as kind_maintainer_config
 from helpers.kube import client as k8s
 from helpers.kube import kubectl as kubectl_run
 from helpers.kube import names as kube_names
@@ -49,11 +50,61 @@ def _json(*args: str) -> dict:
     return json.loads(kubectl_run.kubectl(*args, "-o", "json").stdout)
 
 
+_NET_NS = "kflabs-nettest"
+
+
+def _pod(name: str, node: str, command: str, volume: str | None = None) -> dict:
+    # nodeSelector, not nodeName: a WaitForFirstConsumer volume binds once the scheduler picks.
+    spec: dict = {"nodeSelector": {"kubernetes.io/hostname": node}, "restartPolicy": "Never",
+                  "containers": [{
+        "name": "c", "image": "busybox:1.36.1", "imagePullPolicy": "IfNotPresent",
+        "command": ["sh", "-c", command]}]}
+    if volume:
+        spec["containers"][0]["volumeMounts"] = [{"name": "d", "mountPath": "/data"}]
+        spec["volumes"] = [{"name": "d", "persistentVolumeClaim": {"claimName": volume}}]
+    return {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "namespace": _NET_NS},
+            "spec": spec}
+
+
+def test_pods_on_different_workers_reach_each_other_and_a_pvc_binds(target):
+    """The pod network (kindnetd, or the maintainers' kflabs-podnet) and the default StorageClass."""
+    workers = kind_lifecycle.worker_nodes()
+    assert len(workers) >= 2
+    pvc = {"apiVersion": "v1", "kind": "PersistentVolumeClaim",
+           "metadata": {"name": "net-pvc", "namespace": _NET_NS},
+           "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "10Mi"}}}}
+    ns = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": _NET_NS}}
+    docs = [ns, pvc, _pod("server", workers[0],
+                          "echo reached-the-server > /tmp/index.html; exec httpd -f -p 8080 -h /tmp",
+                          volume="net-pvc")]
+    kubectl_run.kubectl("apply", "-f", "-", input_text=json.dumps(
+        {"apiVersion": "v1", "kind": "List", "items": docs}))
+    try:
+        kubectl_run.kubectl("wait", "--for=condition=Ready", "pod/server", "-n", _NET_NS,
+                            "--timeout=180s", timeout=200)
+        ip = _json("get", "pod", "server", "-n", _NET_NS)["status"]["podIP"]
+        request = f"printf 'GET /index.html HTTP/1.0\\r\\n\\r\\n' | nc -w 10 {ip} 8080"
+        kubectl_run.kubectl("apply", "-f", "-", input_text=json.dumps(
+            _pod("client", workers[1], request)))
+        kubectl_run.kubectl("wait", "--for=jsonpath={.status.phase}=Succeeded", "pod/client",
+                            "-n", _NET_NS, "--timeout=120s", timeout=140)
+        assert "reached-the-server" in kubectl_run.kubectl("logs", "client", "-n", _NET_NS).stdout
+        claim = _json("get", "pvc", "net-pvc", "-n", _NET_NS)
+        assert claim["status"]["phase"] == "Bound"
+        default = [sc["metadata"]["name"] for sc in _json("get", "storageclass")["items"]
+                   if (sc["metadata"].get("annotations") or {}).get(
+                       "storageclass.kubernetes.io/is-default-class") == "true"]
+        assert claim["spec"]["storageClassName"] in default
+    finally:
+        kubectl_run.kubectl("delete", "namespace", _NET_NS, "--wait=false", check=False)
+
+
 def test_nodes_run_the_pinned_kubernetes_with_fake_gpus(target):
     nodes = _json("get", "nodes")["items"]
     assert len(nodes) == 4
-    wanted = versions.pin("kind_node_image").split(":v")[1].split("@")[0]
-    assert {n["status"]["nodeInfo"]["kubeletVersion"] for n in nodes} == {f"v{wanted}"}
+    # The learners' digest-pinned image, or on a maintainer machine the one built here.
+    wanted = kind_maintainer_config.expected_kubernetes()
+    assert {n["status"]["nodeInfo"]["kubeletVersion"] for n in nodes} == {wanted}
     gpus = [int(n["status"]["allocatable"].get(kube_names.GPU_RESOURCE, "0")) for n in nodes]
     assert sum(gpus) == kind_lifecycle.TOTAL_FAKE_GPUS
 

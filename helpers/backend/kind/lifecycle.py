@@ -84,6 +84,13 @@ def create_cluster(name: str = CLUSTER_NAME, *, config: str | Path | None = None
     if cluster_exists(name):
         print(f"kind cluster {name!r} exists: reusing it (`make cluster-down` deletes it)")
         return False
+    if config is None and image is None:
+        # A maintainer machine with no registry: the node image built by `make cluster-images`.
+        from helpers.backend.kind.maintainer.kindconfig import local_cluster
+        local = local_cluster()
+        if local:
+            config, image = local
+            print(f"using the node image built here, {image}, and {config}")
     config = Path(config) if config else paths.cluster_dir() / "kind" / "kind-config.yaml"
     image = image or versions.pin("kind_node_image")
     previous = _current_context()

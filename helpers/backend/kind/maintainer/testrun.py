@@ -1,0 +1,99 @@
+"""``make test-cluster``: the maintainer's one-command check of the kind path, with timings.
+
+Steps, each timed (a failed step is recorded and the run goes on to ``cluster-down``):
+
+1. ``cluster-images``: the node image (and what it needs), built or reused;
+2. ``cluster-up`` (``python -m helpers.cluster up``): creates the cluster from the node image
+   built here (see :func:`.kindconfig.local_cluster`) and installs the add-ons;
+3. ``pytest -m cluster``;
+4. every lab with ``BACKEND=kind`` through the lab runner (``python -m helpers.runner``);
+5. ``cluster-down``.
+
+The results (seconds per step, exit codes, peak memory in use on the machine, ``docker system
+df``) go to ``build/cluster-results.json``. Nothing here is part of ``make test``.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+from helpers import paths
+
+
+def memory_in_use_mib() -> int:
+    """MemTotal - MemAvailable from /proc/meminfo, in MiB (0 where there is no /proc)."""
+    try:
+        fields = dict(line.split(":", 1) for line in Path("/proc/meminfo").read_text().splitlines())
+    except OSError:
+        return 0
+    kib = int(fields["MemTotal"].split()[0]) - int(fields["MemAvailable"].split()[0])
+    return kib // 1024
+
+
+class PeakMemory:
+    """Samples :func:`memory_in_use_mib` every ``interval`` seconds in a thread."""
+
+    def __init__(self, interval: float = 2.0) -> None:
+        self.interval = interval
+        self.baseline = memory_in_use_mib()
+        self.peak = self.baseline
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            self.peak = max(self.peak, memory_in_use_mib())
+
+    def __enter__(self) -> PeakMemory:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def steps(python: str = sys.executable) -> list[tuple[str, list[str]]]:
+    """The commands ``make test-cluster`` runs, in order (name, argv)."""
+    return [
+        ("cluster-images", [python, "-m", "helpers.backend.kind.maintainer", "images"]),
+        ("cluster-up", [python, "-m", "helpers.cluster", "up"]),
+        ("pytest-cluster", [python, "-m", "pytest", "-m", "cluster", "-p", "no:randomly", "-q"]),
+        ("labs-kind", [python, "-m", "helpers.runner", "--backend", "kind", "--jobs", "1"]),
+        ("cluster-down", [python, "-m", "helpers.cluster", "down"]),
+    ]
+
+
+def run_all(results: Path | None = None, only: list[str] | None = None) -> dict:
+    """Run :func:`steps` (or those named in ``only``), write and return the results."""
+    results = results or paths.build_dir() / "cluster-results.json"
+    results.parent.mkdir(parents=True, exist_ok=True)
+    logs = results.parent / "cluster-logs"
+    logs.mkdir(exist_ok=True)
+    record: dict = {"started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "steps": {}}
+    with PeakMemory() as memory:
+        for name, argv in steps():
+            if only and name not in only:
+                continue
+            print(f"== {name}: {' '.join(argv[1:])}", flush=True)
+            start = time.perf_counter()
+            with (logs / f"{name}.log").open("w") as log:
+                proc = subprocess.run(argv, cwd=paths.ROOT, stdout=log, stderr=subprocess.STDOUT,
+                                      check=False)
+            record["steps"][name] = {"seconds": round(time.perf_counter() - start, 1),
+                                     "returncode": proc.returncode,
+                                     "log": str((logs / f"{name}.log").relative_to(paths.ROOT))}
+            print(f"   {name}: exit {proc.returncode} in {record['steps'][name]['seconds']} s",
+                  flush=True)
+            results.write_text(json.dumps(record, indent=2) + "\n")
+    record["memory_mib"] = {"baseline": memory.baseline, "peak": memory.peak}
+    df = subprocess.run(["docker", "system", "df"], capture_output=True, text=True, check=False)
+    record["docker_system_df"] = df.stdout.strip().splitlines()
+    record["ok"] = all(s["returncode"] == 0 for s in record["steps"].values())
+    results.write_text(json.dumps(record, indent=2) + "\n")
+    return record
