@@ -1,0 +1,120 @@
+"""The installers of ``make cluster-up`` taken from the same release's source, for machines that
+reach no registry (the switch :data:`NO_REGISTRY_ENV`).
+
+Learners' clusters apply the release URLs (:mod:`helpers.backend.kind.installs`). With
+``KFLABS_NO_REGISTRY=1`` each installer is rendered instead from the upstream module at its
+pin in the Go module cache, into ``build/kind/installers/`` (git-ignored):
+
+* Volcano: ``installer/volcano-development.yaml`` at the ``volcano`` tag, as is;
+* KServe: ``kubectl kustomize config/overlays/standalone/kserve`` (KServe alone: its
+  release's ``overlays/all`` adds the LLM and local-model controllers the kit does not run)
+  and ``config/clusterresources``, with ``:latest`` replaced by the tag, as KServe's
+  ``hack/release/generate-install.sh`` does;
+* the Training Operator: ``kubectl kustomize manifests/overlays/standalone`` at its tag.
+
+One change is made to every rendered installer: ``imagePullPolicy: Always`` becomes
+``IfNotPresent``, since the images were loaded into the nodes with ``kind load`` and there is
+nothing to pull them from. cert-manager is not rendered here: its release manifest is made
+by Helm from a chart template, and its commands are Go modules the proxy does not serve
+(see the README's maintainer section).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import yaml
+
+from helpers import paths, versions
+from helpers.backend.kind import image_build
+from helpers.errors import LabError
+
+#: The one switch: set to 1 on machines that reach no container registry.
+NO_REGISTRY_ENV = "KFLABS_NO_REGISTRY"
+#: Installers rendered from source (component -> file name under build/kind/installers).
+RENDERED = {"volcano": "volcano.yaml", "kserve": "kserve.yaml",
+            "kserve-runtimes": "kserve-cluster-resources.yaml",
+            "training-operator": "training-operator.yaml"}
+WORKLOAD_KINDS = ("Deployment", "DaemonSet", "StatefulSet", "Job", "CronJob", "Pod")
+
+
+def no_registry() -> bool:
+    """True when ``KFLABS_NO_REGISTRY`` is set to 1/true/yes (read on every call)."""
+    return os.environ.get(NO_REGISTRY_ENV, "").strip().lower() in ("1", "true", "yes")
+
+
+def installers_dir() -> Path:
+    """``build/kind/installers``: where the rendered installers are written."""
+    return paths.build_dir() / "kind" / "installers"
+
+
+def _kustomize(folder: Path) -> str:
+    proc = subprocess.run(["kubectl", "kustomize", str(folder)], capture_output=True,
+                          text=True, timeout=300, check=False)
+    if proc.returncode != 0:
+        raise LabError(f"`kubectl kustomize {folder}` failed: {proc.stderr.strip()[-600:]}")
+    return proc.stdout
+
+
+def _no_pull(text: str) -> str:
+    return re.sub(r"(imagePullPolicy:[ \t]*)Always\b", r"\1IfNotPresent", text)
+
+
+def render(component: str) -> str:
+    """The installer of ``component`` (a key of :data:`RENDERED`) as YAML text."""
+    if component == "volcano":
+        text = (image_build.volcano_dir() / "installer/volcano-development.yaml").read_text()
+    elif component in ("kserve", "kserve-runtimes"):
+        sub = "overlays/standalone/kserve" if component == "kserve" else "clusterresources"
+        text = _kustomize(image_build.kserve_dir() / "config" / sub)
+        text = text.replace(":latest", f":{versions.pin('kserve')}")
+    elif component == "training-operator":
+        text = _kustomize(image_build.training_operator_dir() / "manifests/overlays/standalone")
+    else:
+        raise LabError(f"no installer from source for {component!r}: choose from "
+                       f"{', '.join(RENDERED)}")
+    return _no_pull(text)
+
+
+def rendered_installer(component: str) -> Path:
+    """Render ``component``'s installer into :func:`installers_dir` and return its path."""
+    out = installers_dir() / RENDERED[component]
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(render(component))
+    return out
+
+
+def installer_source(component: str, remote: str) -> str:
+    """What ``make cluster-up`` applies for ``component``: ``remote`` (the release), or,
+    under :data:`NO_REGISTRY_ENV`, the installer rendered from the module cache."""
+    return str(rendered_installer(component)) if no_registry() else remote
+
+
+# --------------------------------------------------------------------------- images named
+def _containers(obj: dict) -> Iterator[dict]:
+    spec = obj.get("spec") or {}
+    if obj.get("kind") == "CronJob":
+        spec = spec.get("jobTemplate", {}).get("spec", {})
+    if obj.get("kind") != "Pod":
+        spec = spec.get("template", {}).get("spec", {})
+    yield from spec.get("initContainers") or []
+    yield from spec.get("containers") or []
+
+
+def started_images(text: str, runtimes: tuple[str, ...] = ()) -> set[str]:
+    """Images an installer starts: its workloads' containers, plus the containers of the
+    ClusterServingRuntimes named in ``runtimes`` (those an InferenceService of the kit uses).
+    """
+    found: set[str] = set()
+    for obj in yaml.safe_load_all(text):
+        if not isinstance(obj, dict):
+            continue
+        if obj.get("kind") in WORKLOAD_KINDS:
+            found.update(c["image"] for c in _containers(obj))
+        if obj.get("kind") == "ClusterServingRuntime" and obj["metadata"]["name"] in runtimes:
+            found.update(c["image"] for c in obj["spec"].get("containers", []))
+    return found
