@@ -40,6 +40,12 @@ RENDERED = {"volcano": "volcano.yaml", "kserve": "kserve.yaml",
             "kserve-runtimes": "kserve-cluster-resources.yaml",
             "training-operator": "training-operator.yaml"}
 WORKLOAD_KINDS = ("Deployment", "DaemonSet", "StatefulSet", "Job", "CronJob", "Pod")
+_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # KServe's installer is 50,000 lines
+
+
+def load_all(text: str) -> list[dict]:
+    """The objects of a multi-document YAML text (libyaml's parser when present)."""
+    return [o for o in yaml.load_all(text, Loader=_LOADER) if isinstance(o, dict)]
 
 
 def no_registry() -> bool:
@@ -110,9 +116,7 @@ def started_images(text: str, runtimes: tuple[str, ...] = ()) -> set[str]:
     ClusterServingRuntimes named in ``runtimes`` (those an InferenceService of the kit uses).
     """
     found: set[str] = set()
-    for obj in yaml.safe_load_all(text):
-        if not isinstance(obj, dict):
-            continue
+    for obj in load_all(text):
         if obj.get("kind") in WORKLOAD_KINDS:
             found.update(c["image"] for c in _containers(obj))
         if obj.get("kind") == "ClusterServingRuntime" and obj["metadata"]["name"] in runtimes:
