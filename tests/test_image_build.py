@@ -129,7 +129,7 @@ def test_uv_lock_constraints(tmp_path):
     lock.write_text(
         'version = 1\n'
         '[[package]]\nname = "kserve"\nversion = "0.20.0"\nsource = { directory = "../kserve" }\n'
-        '[[package]]\nname = "numpy"\nversion = "2.0.1"\nsource = { registry = "https://index.example.invalid" }\n'
+        '[[package]]\nname = "numpy"\nversion = "2.0.1"\nsource = { registry = "r" }\n'
         '[[package]]\nname = "xgboost"\nversion = "2.1.1"\nsource = { registry = "r" }\n'
         '[[package]]\nname = "fork"\nversion = "1.0"\nsource = { registry = "r" }\n'
         '[[package]]\nname = "fork"\nversion = "2.0"\nsource = { registry = "r" }\n')
