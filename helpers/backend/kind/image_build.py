@@ -119,6 +119,63 @@ def busybox_ref() -> str:
     return tags.pop()
 
 
+#: A git clone of cert-manager (its commands are not on the module proxy; see below).
+CERT_MANAGER_GIT_ENV = "KFLABS_CERT_MANAGER_GIT"
+#: The cert-manager commands its static install manifest starts (startupapicheck is off there).
+CERT_MANAGER_COMMANDS = ("controller", "webhook", "cainjector")
+
+
+def cert_manager_dir() -> Path:
+    """github.com/cert-manager/cert-manager at the ``cert_manager`` pin (the main module)."""
+    return module_dir("github.com/cert-manager/cert-manager", versions.pin("cert_manager"))
+
+
+def cert_manager_cmd_dir(command: str) -> Path:
+    """The Go module of one cert-manager command (``cmd/<command>``) at the pin.
+
+    cert-manager's commands are Go modules of their own (``cmd/controller/go.mod``, ...) that
+    replace the main module with ``../../`` and are not served by the module proxy, so their
+    source comes from the tag in a git clone named by ``KFLABS_CERT_MANAGER_GIT``; it is
+    extracted once into ``build/images/src`` and each go.mod is pointed at the main module in
+    the Go module cache (the version the proxy serves at the same tag).
+    """
+    pin = versions.pin("cert_manager")
+    root = images_dir() / "src" / f"cert-manager-{pin}"
+    stamp = root / ".kflabs-stamp"
+    if not stamp.is_file():
+        repo = os.environ.get(CERT_MANAGER_GIT_ENV, "")
+        if not repo or not Path(repo).exists():
+            raise BackendUnavailable(
+                f"cert-manager's commands (cmd/controller, ...) are Go modules the module proxy "
+                f"does not serve: set {CERT_MANAGER_GIT_ENV} to a git clone of cert-manager that "
+                f"has the tag {pin} (README, maintainer section), or build without cert-manager")
+        shutil.rmtree(root, ignore_errors=True)
+        root.mkdir(parents=True)
+        archive = subprocess.run(["git", "-C", repo, "archive", "--format=tar", pin, "cmd"],
+                                 capture_output=True, check=False, timeout=300)
+        if archive.returncode != 0:
+            raise BackendUnavailable(f"`git archive {pin} cmd` in {repo} failed: "
+                                     f"{archive.stderr.decode(errors='replace').strip()[-400:]}")
+        subprocess.run(["tar", "-x", "-C", str(root)], input=archive.stdout, check=True)
+        main = cert_manager_dir()
+        for gomod in sorted((root / "cmd").glob("*/go.mod")):
+            subprocess.run([gobuild.go_binary(), "mod", "edit",
+                            f"-replace=github.com/cert-manager/cert-manager={main}"],
+                           cwd=gomod.parent, check=True, env=gobuild._go_env(gobuild.go_binary()))
+        stamp.write_text(pin)
+    return root / "cmd" / command
+
+
+def helm_version() -> str:
+    """The Helm release cert-manager's own build uses to render its static manifest."""
+    tools = (cert_manager_dir() / "make/_shared/tools/00_mod.mk").read_text()
+    found = re.search(r"^tools \+= helm=(v[\d.]+)$", tools, re.M)
+    if not found:
+        raise LabError("cert-manager's make/_shared/tools/00_mod.mk names no helm version: "
+                       "check the cert_manager pin")
+    return found[1]
+
+
 # --------------------------------------------------------------------------- Go binaries
 @dataclass(frozen=True)
 class GoBinary:
@@ -140,6 +197,7 @@ class GoBinary:
     module_dir: Callable[[], Path]
     ldflags: Callable[[], tuple[str, ...]] = lambda: ()
     scratch: bool = False
+    mod_mode: str = "-mod=readonly"
 
 
 def _module_ldflags(module: str) -> tuple[str, ...]:
@@ -158,6 +216,13 @@ GO_BINARIES = (
              lambda: controlplane_dir() / "kube", lambda: _module_ldflags("kube"), scratch=True),
     GoBinary("kserve-manager", "./cmd/manager", kserve_dir),
     GoBinary("kube-rbac-proxy", "./cmd/kube-rbac-proxy", _kserve_rbac_dir),
+    *(GoBinary(f"cert-manager-{cmd}", ".", lambda cmd=cmd: cert_manager_cmd_dir(cmd),
+               lambda: (f"-X github.com/cert-manager/cert-manager/pkg/util.AppVersion="
+                        f"{versions.pin('cert_manager')}",), mod_mode="-mod=mod")
+      for cmd in CERT_MANAGER_COMMANDS),
+    # Renders cert-manager's chart into its static manifest (helpers.backend.kind.sources).
+    GoBinary("helm", "./cmd/helm", lambda: module_dir("helm.sh/helm/v3", helm_version()),
+             lambda: (f"-X helm.sh/helm/v3/internal/version.version={helm_version()}",)),
 )
 
 
@@ -195,7 +260,7 @@ def build_go_binaries(names: Iterable[str], log: Callable[[str], None] = print) 
         log(f"building {spec.name} ({spec.package}; cold: tens of minutes, warm: a minute or two)")
         start = time.perf_counter()
         logfile = logs / f"{spec.name}.log"
-        env = gobuild._go_env(go) | {"GOFLAGS": "-mod=mod" if spec.scratch else "-mod=readonly"}
+        env = gobuild._go_env(go) | {"GOFLAGS": "-mod=mod" if spec.scratch else spec.mod_mode}
         if spec.scratch:
             copy = images_dir() / "work" / spec.name
             copy.mkdir(parents=True, exist_ok=True)
@@ -284,6 +349,11 @@ def addon_images() -> list[AddonImage]:
                    entrypoint=("/usr/local/bin/kube-rbac-proxy",), user="65532:65532"),
         AddonImage("xgbserver", f"kserve/xgbserver:{kserve}", dockerfile="xgbserver.Dockerfile",
                    needs=("python",)),
+        *(AddonImage(f"cert-manager-{cmd}",
+                     f"quay.io/jetstack/cert-manager-{cmd}:{versions.pin('cert_manager')}",
+                     files={f"/app/cmd/{cmd}/{cmd}": f"cert-manager-{cmd}"},
+                     entrypoint=(f"/app/cmd/{cmd}/{cmd}",), user="1000")
+          for cmd in CERT_MANAGER_COMMANDS),
     ]
 
 
@@ -466,6 +536,8 @@ def build_addon_images(only: Iterable[str] | None = None, *, force: bool = False
         wanted = [i for i in wanted if i.key in keys]
     start = time.perf_counter()
     needed = {b for i in wanted for b in i.binaries}
+    if any(i.key.startswith("cert-manager-") for i in wanted):
+        needed.add("helm")  # renders cert-manager's installer (helpers.backend.kind.sources)
     go_spent: dict[str, float] = {}
     if needed & {*gobuild.BINARIES, *gobuild.OPTIONAL_BINARIES}:
         go_spent |= gobuild.build(log=log)

@@ -108,8 +108,8 @@ _CERT_PROBE = {
 
 def install_cert_manager(timeout: float = INSTALL_TIMEOUT) -> None:
     """Install cert-manager (KServe's webhooks get their TLS certificates from it) and wait."""
-    _install_and_probe("cert-manager", versions.pin("cert_manager"), cert_manager_url(),
-                       "cert-manager",
+    _install_and_probe("cert-manager", versions.pin("cert_manager"),
+                       installer_source("cert-manager", cert_manager_url()), "cert-manager",
                        deployments=("cert-manager", "cert-manager-cainjector", "cert-manager-webhook"),
                        probe=_CERT_PROBE, webhook="cert-manager webhook", timeout=timeout)
 

@@ -10,19 +10,22 @@ pin in the Go module cache, into ``build/kind/installers/`` (git-ignored):
   release's ``overlays/all`` adds the LLM and local-model controllers the kit does not run)
   and ``config/clusterresources``, with ``:latest`` replaced by the tag, as KServe's
   ``hack/release/generate-install.sh`` does;
-* the Training Operator: ``kubectl kustomize manifests/overlays/standalone`` at its tag.
+* the Training Operator: ``kubectl kustomize manifests/overlays/standalone`` at its tag;
+* cert-manager: its chart (``deploy/charts/cert-manager``, with ``Chart.yaml`` and
+  ``templates/crds.yaml`` made from the templates as its ``make/manifests.mk`` does) rendered
+  by ``helm template`` with the flags of its static manifest (CRDs in, startupapicheck off),
+  after ``deploy/manifests/namespace.yaml``. Helm is built from source by the image build.
 
 One change is made to every rendered installer: ``imagePullPolicy: Always`` becomes
 ``IfNotPresent``, since the images were loaded into the nodes with ``kind load`` and there is
-nothing to pull them from. cert-manager is not rendered here: its release manifest is made
-by Helm from a chart template, and its commands are Go modules the proxy does not serve
-(see the README's maintainer section).
+nothing to pull them from.
 """
 
 from __future__ import annotations
 
 import os
 import re
+import shutil
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -36,7 +39,8 @@ from helpers.errors import LabError
 #: The one switch: set to 1 on machines that reach no container registry.
 NO_REGISTRY_ENV = "KFLABS_NO_REGISTRY"
 #: Installers rendered from source (component -> file name under build/kind/installers).
-RENDERED = {"volcano": "volcano.yaml", "kserve": "kserve.yaml",
+RENDERED = {"volcano": "volcano.yaml", "cert-manager": "cert-manager.yaml",
+            "kserve": "kserve.yaml",
             "kserve-runtimes": "kserve-cluster-resources.yaml",
             "training-operator": "training-operator.yaml"}
 WORKLOAD_KINDS = ("Deployment", "DaemonSet", "StatefulSet", "Job", "CronJob", "Pod")
@@ -80,10 +84,39 @@ def render(component: str) -> str:
         text = text.replace(":latest", f":{versions.pin('kserve')}")
     elif component == "training-operator":
         text = _kustomize(image_build.training_operator_dir() / "manifests/overlays/standalone")
+    elif component == "cert-manager":
+        text = _render_cert_manager()
     else:
         raise LabError(f"no installer from source for {component!r}: choose from "
                        f"{', '.join(RENDERED)}")
     return _no_pull(text)
+
+
+def _render_cert_manager() -> str:
+    source, pin = image_build.cert_manager_dir(), versions.pin("cert_manager")
+    helm = image_build.binary_path("helm")
+    if not helm.is_file():
+        raise LabError(f"{helm} is missing: it renders cert-manager's chart; build it with "
+                       "`python -m helpers.cluster images --only cert-manager-controller`")
+    chart = installers_dir() / "cert-manager-chart"
+    shutil.rmtree(chart, ignore_errors=True)
+    shutil.copytree(source / "deploy/charts/cert-manager", chart)
+    for p in [chart, *chart.rglob("*")]:  # copied from the read-only module cache
+        p.chmod(p.stat().st_mode | 0o200)
+    meta = yaml.safe_load((chart / "Chart.template.yaml").read_text())
+    meta["version"] = meta["appVersion"] = pin
+    meta.setdefault("annotations", {})["artifacthub.io/prerelease"] = "false"
+    (chart / "Chart.yaml").write_text(yaml.safe_dump(meta, sort_keys=False))
+    crds = sorted((source / "deploy/crds").glob("*.yaml"))
+    (chart / "templates/crds.yaml").write_text("\n---\n".join(p.read_text() for p in crds))
+    proc = subprocess.run(
+        [str(helm), "template", "--api-versions=", "--namespace=cert-manager",
+         "--set=crds.enabled=true", "--set=creator=static", "--set=startupapicheck.enabled=false",
+         "cert-manager", str(chart)], capture_output=True, text=True, timeout=300, check=False)
+    if proc.returncode != 0:
+        raise LabError(f"`helm template` of cert-manager's chart failed: {proc.stderr.strip()[-600:]}")
+    namespace = (source / "deploy/manifests/namespace.yaml").read_text()
+    return namespace + "\n---\n" + proc.stdout
 
 
 def rendered_installer(component: str) -> Path:
