@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -228,3 +229,67 @@ def test_machine_ca_files_are_crt_files(tmp_path, monkeypatch):
     (tmp_path / "b.pem").write_text("x")
     monkeypatch.setattr(image_build, "CA_DIRS", (tmp_path, Path("/nonexistent")))
     assert image_build.machine_ca_files() == [tmp_path / "a.crt"]
+
+
+# --------------------------------------------------------------------------- built images run
+def _docker_images_or_skip(images, keys=None) -> list[image_build.AddonImage]:
+    if shutil.which("docker") is None:
+        pytest.skip("docker is not installed: the add-on images are not built here")
+    info = subprocess.run(["docker", "info", "--format", "{{.ServerVersion}}"],
+                          capture_output=True, text=True, timeout=60, check=False)
+    if info.returncode != 0:
+        pytest.skip("no Docker daemon answers: the add-on images are not built here")
+    present = [i for i in images if (keys is None or i.key in keys)
+               and image_build.image_label(i.ref) is not None]
+    if not present:
+        pytest.skip("no add-on image is built here (`python -m helpers.cluster images`)")
+    return present
+
+
+def test_built_images_run(images):
+    results = [image_build.smoke_check(i) for i in _docker_images_or_skip(images)]
+    assert [r for r in results if not r["ok"]] == []
+
+
+def test_xgbserver_image_serves_a_model_the_kit_trained(images, tmp_path):
+    import json
+    import socket
+    import time
+    import urllib.request
+
+    import numpy as np
+    import xgboost as xgb
+
+    (image,) = _docker_images_or_skip(images, keys={"xgbserver"})
+    subprocess.run([sys.executable, "-m", "helpers.train", "--output-dir", str(tmp_path)],
+                   check=True, capture_output=True, timeout=300)
+    model_dir = tmp_path / "iris"
+    model_dir.chmod(0o755)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    name = f"kflabs-test-xgbserver-{port}"
+    subprocess.run(["docker", "run", "-d", "--name", name, "-p", f"127.0.0.1:{port}:8080",
+                    "-v", f"{model_dir}:/mnt/models:ro", image.ref, "--model_name=iris",
+                    "--model_dir=/mnt/models", "--http_port=8080", "--nthread=1"],
+                   check=True, capture_output=True, timeout=120)
+    rows = [[6.8, 2.8, 4.8, 1.4], [5.1, 3.5, 1.4, 0.2]]
+    try:
+        deadline, ready = time.monotonic() + 90, False
+        while not ready and time.monotonic() < deadline:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/v1/models/iris", timeout=5) as r:
+                    ready = json.load(r).get("ready") is True
+            except OSError:
+                time.sleep(1)
+        assert ready, subprocess.run(["docker", "logs", name], capture_output=True, text=True).stderr
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{port}/v1/models/iris:predict", method="POST",
+            data=json.dumps({"instances": rows}).encode(), headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(request, timeout=30) as r:
+            served = np.array(json.load(r)["predictions"])
+    finally:
+        subprocess.run(["docker", "rm", "-f", name], capture_output=True, timeout=60, check=False)
+    booster = xgb.Booster()
+    booster.load_model(str(model_dir / "model.json"))
+    np.testing.assert_allclose(served, booster.predict(xgb.DMatrix(np.array(rows))), rtol=1e-5)

@@ -573,3 +573,32 @@ def load_into_kind(refs: Iterable[str], cluster: str) -> None:
     if proc.returncode != 0:
         raise LabError(f"kind load of {len(refs)} image(s) into {cluster} failed: "
                        f"{proc.stderr.strip()[-800:]}")
+
+
+# --------------------------------------------------------------------------- smoke checks
+def smoke_checks() -> dict[str, tuple[tuple[str, ...], str]]:
+    """Image key -> (arguments of ``docker run --rm <ref> ...``, text its output must hold).
+
+    Each must exit 0: a Go image prints its version or its flags, a Python image runs its
+    interpreter. (tests/test_image_build.py also has the xgbserver image serve a model.)
+    """
+    volcano = ("--version",), versions.pin("volcano")
+    return {
+        "python": (("python", "-c", "import ssl, sys, venv; print(sys.version)"), "3.11"),
+        "busybox": (("sh", "-c", "echo busybox-ok"), "busybox-ok"),
+        "vc-scheduler": volcano, "vc-controller-manager": volcano, "vc-webhook-manager": volcano,
+        "training-operator": (("--help",), "gang-scheduler-name"),
+        "kserve-controller": (("--help",), "health-probe-addr"),
+        "kube-rbac-proxy": (("--help",), "upstream"),
+        "xgbserver": (("--help",), "--model_name"),
+        **{f"cert-manager-{cmd}": (("--help",), "Usage") for cmd in CERT_MANAGER_COMMANDS},
+    }
+
+
+def smoke_check(image: AddonImage) -> dict:
+    """Run the image's :func:`smoke_checks` entry; returns ``ok``, exit code and output tail."""
+    args, expected = smoke_checks()[image.key]
+    proc = _docker("run", "--rm", image.ref, *args, timeout=120, check=False)
+    output = proc.stdout + proc.stderr
+    return {"key": image.key, "ref": image.ref, "returncode": proc.returncode,
+            "ok": proc.returncode == 0 and expected in output, "tail": output[-300:]}
