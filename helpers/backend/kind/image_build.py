@@ -16,6 +16,7 @@ Outputs go to ``build/images/`` (git-ignored). Entry point: :func:`build_addon_i
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -64,6 +65,7 @@ def base_image() -> str:
 
 
 # --------------------------------------------------------------------------- upstream sources
+@functools.cache
 def module_dir(module: str, version: str) -> Path:
     """A module's folder in the Go module cache (downloaded from the proxy if missing)."""
     go = gobuild.go_binary()
@@ -426,7 +428,14 @@ def stage_context(image: AddonImage, base: str, dest: Path) -> Path:
                            "`python -m helpers.cluster images` (it builds the binaries first)")
         out = dest / "rootfs" / target.lstrip("/")
         out.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(src, out)
+        if not isinstance(source, str):  # a file of the module cache (read-only): a copy
+            shutil.copyfile(src, out)
+        else:  # a binary: linked, so its hash is found in the cache (context_hash)
+            src.chmod(0o755)
+            try:
+                os.link(src, out)
+            except OSError:
+                shutil.copy2(src, out)
         out.chmod(0o755)
     if image.key == "python":
         (dest / "ca").mkdir()
@@ -444,17 +453,31 @@ def stage_context(image: AddonImage, base: str, dest: Path) -> Path:
     return dest
 
 
-def context_hash(context: Path, extra: Iterable[str] = ()) -> str:
-    """sha256 over every file in a context (path, mode and bytes) and ``extra`` strings."""
+def _file_digest(path: Path, cache: dict[str, str]) -> str:
+    """sha256 of a file; big files are remembered by inode, size and mtime in ``cache``."""
+    st = path.stat()
+    key = f"{st.st_dev}:{st.st_ino}:{st.st_size}:{st.st_mtime_ns}"
+    if key in cache:
+        return cache[key]
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    if st.st_size > 1 << 20:
+        cache[key] = digest.hexdigest()
+    return digest.hexdigest()
+
+
+def context_hash(context: Path, extra: Iterable[str] = (), cache: dict[str, str] | None = None) -> str:
+    """sha256 over every file in a context (path, mode and content) and ``extra`` strings."""
+    cache = {} if cache is None else cache
     digest = hashlib.sha256()
     for item in extra:
         digest.update(item.encode() + b"\0")
     for p in sorted(context.rglob("*")):
         if p.is_file():
-            digest.update(f"{p.relative_to(context).as_posix()}\0{p.stat().st_mode & 0o777}\0".encode())
-            with p.open("rb") as fh:
-                for chunk in iter(lambda: fh.read(1 << 20), b""):
-                    digest.update(chunk)
+            rel = p.relative_to(context).as_posix()
+            digest.update(f"{rel}\0{p.stat().st_mode & 0o777}\0{_file_digest(p, cache)}\0".encode())
     return digest.hexdigest()[:16]
 
 
@@ -544,11 +567,14 @@ def build_addon_images(only: Iterable[str] | None = None, *, force: bool = False
     go_spent |= build_go_binaries(needed, log=log)
     log(f"Go binaries ready in {time.perf_counter() - start:.1f} s")
     results, built_ids = [], {}
+    cache_file = images_dir() / "hash-cache.json"
+    cache = json.loads(cache_file.read_text()) if cache_file.is_file() else {}
     for image in wanted:
         t0 = time.perf_counter()
         context = stage_context(image, base, images_dir() / "contexts" / image.key)
         parents = [base_id] + [built_ids[n] for n in image.needs]
-        inputs = context_hash(context, parents)
+        inputs = context_hash(context, parents, cache)
+        cache_file.write_text(json.dumps(cache))
         action = "reused"
         if force or image_label(image.ref) != inputs:
             log(f"building {image.ref}")
