@@ -111,6 +111,7 @@ def _render_cert_manager() -> str:
     (chart / "templates/crds.yaml").write_text("\n---\n".join(p.read_text() for p in crds))
     proc = subprocess.run(
         [str(helm), "template", "--api-versions=", "--namespace=cert-manager",
+         f"--kube-version=v{versions.pin('kubernetes').lstrip('v')}",
          "--set=crds.enabled=true", "--set=creator=static", "--set=startupapicheck.enabled=false",
          "cert-manager", str(chart)], capture_output=True, text=True, timeout=300, check=False)
     if proc.returncode != 0:
