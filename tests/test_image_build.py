@@ -169,6 +169,10 @@ def test_rendered_installers_parse_and_pull_nothing(rendered):
     runtimes = {o["metadata"]["name"] for o in sources.load_all(rendered["kserve-runtimes"])
                 if o["kind"] == "ClusterServingRuntime"}
     assert "kserve-xgbserver" in runtimes
+    # Every kind in the runtimes file is defined by the KServe install (its CRDs).
+    crds = {o["spec"]["names"]["kind"] for o in sources.load_all(rendered["kserve"])
+            if o["kind"] == "CustomResourceDefinition"}
+    assert {o["kind"] for o in sources.load_all(rendered["kserve-runtimes"])} <= crds
 
 
 def test_rendered_installers_start_only_images_the_build_produces(images, rendered):

@@ -9,7 +9,8 @@ pin in the Go module cache, into ``build/kind/installers/`` (git-ignored):
 * KServe: ``kubectl kustomize config/overlays/standalone/kserve`` (KServe alone: its
   release's ``overlays/all`` adds the LLM and local-model controllers the kit does not run)
   and ``config/clusterresources``, with ``:latest`` replaced by the tag, as KServe's
-  ``hack/release/generate-install.sh`` does;
+  ``hack/release/generate-install.sh`` does; the runtimes' ``LLMInferenceServiceConfig``
+  objects are left out (their CRDs come with the LLM controller, which is not installed);
 * the Training Operator: ``kubectl kustomize manifests/overlays/standalone`` at its tag;
 * cert-manager: its chart (``deploy/charts/cert-manager``, with ``Chart.yaml`` and
   ``templates/crds.yaml`` made from the templates as its ``make/manifests.mk`` does) rendered
@@ -82,6 +83,9 @@ def render(component: str) -> str:
         sub = "overlays/standalone/kserve" if component == "kserve" else "clusterresources"
         text = _kustomize(image_build.kserve_dir() / "config" / sub)
         text = text.replace(":latest", f":{versions.pin('kserve')}")
+        if component == "kserve-runtimes":  # the LLM controller's configs need its CRDs
+            text = "\n---\n".join(doc for doc in re.split(r"^---\n", text, flags=re.M)
+                                  if not re.search(r"^kind: LLMInferenceServiceConfig$", doc, re.M))
     elif component == "training-operator":
         text = _kustomize(image_build.training_operator_dir() / "manifests/overlays/standalone")
     elif component == "cert-manager":
