@@ -1,4 +1,4 @@
-"""``python -m helpers.cluster up|down|status|image``: the kind cluster's command line.
+"""``python -m helpers.cluster up|down|status|image|images``: the kind cluster's command line.
 
 Behind ``make cluster-up`` / ``make cluster-down``: create or reuse the kind cluster from
 ``cluster/kind/kind-config.yaml``, patch fake GPUs (``example.com/gpu``) onto the workers,
@@ -19,6 +19,7 @@ from helpers.backend.kind.images import ensure_training_image
 from helpers.backend.kind.installs import COMPONENTS, INSTALL_TIMEOUT, down, up
 from helpers.backend.kind.lifecycle import TOTAL_FAKE_GPUS, status
 from helpers.errors import cli_errors
+from helpers.kube.names import KIND_CLUSTER_NAME as CLUSTER_NAME
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -38,6 +39,10 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("down", help="delete the cluster")
     sub.add_parser("status", help="show the cluster, fake GPUs and installed components")
     sub.add_parser("image", help="build the training image and load it into the nodes")
+    p_images = sub.add_parser("images", help="build the add-on images from source (no registry)")
+    p_images.add_argument("--only", nargs="+", help="build only these images (keys)")
+    p_images.add_argument("--force", action="store_true", help="rebuild unchanged images")
+    p_images.add_argument("--load", action="store_true", help="kind load them into the cluster")
     return parser
 
 
@@ -51,6 +56,12 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(summary, indent=2))
     elif args.command == "down":
         down()
+    elif args.command == "images":
+        from helpers.backend.kind.image_build import build_addon_images, load_into_kind
+        built = build_addon_images(args.only, force=args.force)
+        if args.load:
+            load_into_kind([entry["ref"] for entry in built], CLUSTER_NAME)
+        print(json.dumps(built, indent=2))
     elif args.command == "status":
         print(json.dumps(status(), indent=2))
     else:

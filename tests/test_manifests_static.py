@@ -237,7 +237,8 @@ def test_training_dockerfile_installs_from_the_lock_and_runs_the_kit_code():
     assert "FROM ${PYTHON_IMAGE}" in text and "ARG PYTHON_IMAGE" in text
     assert "-c /tmp/requirements.lock" in text
     lock = (paths.ROOT / "requirements.lock").read_text()
-    for package in ("xgboost-cpu", "scikit-learn", "numpy", "matplotlib"):
+    # pyyaml: helpers.versions (imported by helpers.model_store) reads the pins with it.
+    for package in ("xgboost-cpu", "scikit-learn", "numpy", "matplotlib", "pyyaml"):
         assert package in text
         assert re.search(rf"^{re.escape(package)}==", lock, re.M), f"{package} not in the lock"
     assert "python -m helpers.train" in text

@@ -9,9 +9,10 @@ FROM ${PYTHON_IMAGE}
 
 WORKDIR /app
 COPY requirements.lock /tmp/requirements.lock
-# Only what `python -m helpers.train` imports; -c pins each to the lock's version.
+# Only what `python -m helpers.train` imports (pyyaml for helpers.versions, which
+# helpers.model_store imports); -c pins each to the lock's version.
 RUN pip install --no-cache-dir --disable-pip-version-check -c /tmp/requirements.lock \
-        xgboost-cpu scikit-learn numpy matplotlib \
+        xgboost-cpu scikit-learn numpy matplotlib pyyaml \
     && rm /tmp/requirements.lock
 COPY helpers/ /app/helpers/
 COPY data/ /app/data/

@@ -12,6 +12,7 @@ from typing import Any
 
 from helpers import versions
 from helpers.backend.kind import images, lifecycle
+from helpers.backend.kind.sources import installer_source
 from helpers.errors import LabError
 from helpers.kube.kubectl import CommandFailed, diagnostics, kubectl, require_tools, retry_transient, rollout
 from helpers.kube.names import KIND_CLUSTER_NAME as CLUSTER_NAME
@@ -73,7 +74,8 @@ def install_volcano(timeout: float = INSTALL_TIMEOUT) -> None:
     connection-refused errors of a webhook that is still starting): only then is Volcano
     usable.
     """
-    _install_and_probe("Volcano", versions.pin("volcano"), volcano_url(), "volcano-system",
+    _install_and_probe("Volcano", versions.pin("volcano"),
+                       installer_source("volcano", volcano_url()), "volcano-system",
                        deployments=("volcano-admission", "volcano-controllers", "volcano-scheduler"),
                        probe=_VOLCANO_PROBE, webhook="Volcano admission webhook", timeout=timeout)
 
@@ -107,8 +109,8 @@ _CERT_PROBE = {
 
 def install_cert_manager(timeout: float = INSTALL_TIMEOUT) -> None:
     """Install cert-manager (KServe's webhooks get their TLS certificates from it) and wait."""
-    _install_and_probe("cert-manager", versions.pin("cert_manager"), cert_manager_url(),
-                       "cert-manager",
+    _install_and_probe("cert-manager", versions.pin("cert_manager"),
+                       installer_source("cert-manager", cert_manager_url()), "cert-manager",
                        deployments=("cert-manager", "cert-manager-cainjector", "cert-manager-webhook"),
                        probe=_CERT_PROBE, webhook="cert-manager webhook", timeout=timeout)
 
@@ -154,6 +156,8 @@ def install_kserve(timeout: float = INSTALL_TIMEOUT) -> None:
     """
     print(f"installing KServe {versions.pin('kserve')} (Standard mode)")
     controller, runtimes = kserve_urls()
+    controller = installer_source("kserve", controller)
+    runtimes = installer_source("kserve-runtimes", runtimes)
     # The release manifest leaves the namespace out (KServe's install script makes it).
     kubectl("apply", "-f", "-", input_text=json.dumps(
         {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "kserve"}}))
@@ -208,9 +212,12 @@ def install_training_operator(timeout: float = INSTALL_TIMEOUT) -> None:
         # and roll the operator twice; it is installed and patched already.
         print("  already installed and patched")
     else:
-        require_tools("git")
-        _apply_remote(training_operator_kustomization(), what="apply the Training Operator",
-                      timeout=timeout, kustomize=True)
+        remote = training_operator_kustomization()
+        source = installer_source("training-operator", remote)
+        if source == remote:
+            require_tools("git")
+        _apply_remote(source, what="apply the Training Operator", timeout=timeout,
+                      kustomize=source == remote)
         patch_training_operator()
     rollout("kubeflow", "training-operator", timeout)
 

@@ -1,0 +1,162 @@
+"""The installers of ``make cluster-up`` taken from the same release's source, for machines that
+reach no registry (the switch :data:`NO_REGISTRY_ENV`).
+
+Learners' clusters apply the release URLs (:mod:`helpers.backend.kind.installs`). With
+``KFLABS_NO_REGISTRY=1`` each installer is rendered instead from the upstream module at its
+pin in the Go module cache, into ``build/kind/installers/`` (git-ignored):
+
+* Volcano: ``installer/volcano-development.yaml`` at the ``volcano`` tag, as is;
+* KServe: ``kubectl kustomize config/overlays/standalone/kserve`` (KServe alone: its
+  release's ``overlays/all`` adds the LLM and local-model controllers the kit does not run)
+  and ``config/clusterresources``, with ``:latest`` replaced by the tag, as KServe's
+  ``hack/release/generate-install.sh`` does; the runtimes' ``LLMInferenceServiceConfig``
+  objects are left out (their CRDs come with the LLM controller, which is not installed);
+* the Training Operator: ``kubectl kustomize manifests/overlays/standalone`` at its tag;
+* cert-manager: its chart (``deploy/charts/cert-manager``, with ``Chart.yaml`` and
+  ``templates/crds.yaml`` made from the templates as its ``make/manifests.mk`` does) rendered
+  by ``helm template`` with the flags of its static manifest (CRDs in, startupapicheck off),
+  after ``deploy/manifests/namespace.yaml``. Helm is built from source by the image build.
+
+One change is made to every rendered installer: ``imagePullPolicy: Always`` becomes
+``IfNotPresent``, since the images were loaded into the nodes with ``kind load`` and there is
+nothing to pull them from.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import yaml
+
+from helpers import paths, versions
+from helpers.backend.kind import image_build
+from helpers.errors import LabError
+
+#: The one switch: set to 1 on machines that reach no container registry.
+NO_REGISTRY_ENV = "KFLABS_NO_REGISTRY"
+#: Installers rendered from source (component -> file name under build/kind/installers).
+RENDERED = {"volcano": "volcano.yaml", "cert-manager": "cert-manager.yaml",
+            "kserve": "kserve.yaml",
+            "kserve-runtimes": "kserve-cluster-resources.yaml",
+            "training-operator": "training-operator.yaml"}
+WORKLOAD_KINDS = ("Deployment", "DaemonSet", "StatefulSet", "Job", "CronJob", "Pod")
+_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # KServe's installer is 50,000 lines
+
+
+def load_all(text: str) -> list[dict]:
+    """The objects of a multi-document YAML text (libyaml's parser when present)."""
+    return [o for o in yaml.load_all(text, Loader=_LOADER) if isinstance(o, dict)]
+
+
+def no_registry() -> bool:
+    """True when ``KFLABS_NO_REGISTRY`` is set to 1/true/yes (read on every call)."""
+    return os.environ.get(NO_REGISTRY_ENV, "").strip().lower() in ("1", "true", "yes")
+
+
+def installers_dir() -> Path:
+    """``build/kind/installers``: where the rendered installers are written."""
+    return paths.build_dir() / "kind" / "installers"
+
+
+def _kustomize(folder: Path) -> str:
+    proc = subprocess.run(["kubectl", "kustomize", str(folder)], capture_output=True,
+                          text=True, timeout=300, check=False)
+    if proc.returncode != 0:
+        raise LabError(f"`kubectl kustomize {folder}` failed: {proc.stderr.strip()[-600:]}")
+    return proc.stdout
+
+
+def _no_pull(text: str) -> str:
+    return re.sub(r"(imagePullPolicy:[ \t]*)Always\b", r"\1IfNotPresent", text)
+
+
+def render(component: str) -> str:
+    """The installer of ``component`` (a key of :data:`RENDERED`) as YAML text."""
+    if component == "volcano":
+        text = (image_build.volcano_dir() / "installer/volcano-development.yaml").read_text()
+    elif component in ("kserve", "kserve-runtimes"):
+        sub = "overlays/standalone/kserve" if component == "kserve" else "clusterresources"
+        text = _kustomize(image_build.kserve_dir() / "config" / sub)
+        text = text.replace(":latest", f":{versions.pin('kserve')}")
+        if component == "kserve-runtimes":  # the LLM controller's configs need its CRDs
+            text = "\n---\n".join(doc for doc in re.split(r"^---\n", text, flags=re.M)
+                                  if not re.search(r"^kind: LLMInferenceServiceConfig$", doc, re.M))
+    elif component == "training-operator":
+        text = _kustomize(image_build.training_operator_dir() / "manifests/overlays/standalone")
+    elif component == "cert-manager":
+        text = _render_cert_manager()
+    else:
+        raise LabError(f"no installer from source for {component!r}: choose from "
+                       f"{', '.join(RENDERED)}")
+    return _no_pull(text)
+
+
+def _render_cert_manager() -> str:
+    source, pin = image_build.cert_manager_dir(), versions.pin("cert_manager")
+    helm = image_build.binary_path("helm")
+    if not helm.is_file():
+        raise LabError(f"{helm} is missing: it renders cert-manager's chart; build it with "
+                       "`python -m helpers.cluster images --only cert-manager-controller`")
+    chart = installers_dir() / "cert-manager-chart"
+    shutil.rmtree(chart, ignore_errors=True)
+    shutil.copytree(source / "deploy/charts/cert-manager", chart)
+    for p in [chart, *chart.rglob("*")]:  # copied from the read-only module cache
+        p.chmod(p.stat().st_mode | 0o200)
+    meta = yaml.safe_load((chart / "Chart.template.yaml").read_text())
+    meta["version"] = meta["appVersion"] = pin
+    meta.setdefault("annotations", {})["artifacthub.io/prerelease"] = "false"
+    (chart / "Chart.yaml").write_text(yaml.safe_dump(meta, sort_keys=False))
+    crds = sorted((source / "deploy/crds").glob("*.yaml"))
+    (chart / "templates/crds.yaml").write_text("\n---\n".join(p.read_text() for p in crds))
+    proc = subprocess.run(
+        [str(helm), "template", "--api-versions=", "--namespace=cert-manager",
+         f"--kube-version=v{versions.pin('kubernetes').lstrip('v')}",
+         "--set=crds.enabled=true", "--set=creator=static", "--set=startupapicheck.enabled=false",
+         "cert-manager", str(chart)], capture_output=True, text=True, timeout=300, check=False)
+    if proc.returncode != 0:
+        raise LabError(f"`helm template` of cert-manager's chart failed: {proc.stderr.strip()[-600:]}")
+    namespace = (source / "deploy/manifests/namespace.yaml").read_text()
+    return namespace + "\n---\n" + proc.stdout
+
+
+def rendered_installer(component: str) -> Path:
+    """Render ``component``'s installer into :func:`installers_dir` and return its path."""
+    out = installers_dir() / RENDERED[component]
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(render(component))
+    return out
+
+
+def installer_source(component: str, remote: str) -> str:
+    """What ``make cluster-up`` applies for ``component``: ``remote`` (the release), or,
+    under :data:`NO_REGISTRY_ENV`, the installer rendered from the module cache."""
+    return str(rendered_installer(component)) if no_registry() else remote
+
+
+# --------------------------------------------------------------------------- images named
+def _containers(obj: dict) -> Iterator[dict]:
+    spec = obj.get("spec") or {}
+    if obj.get("kind") == "CronJob":
+        spec = spec.get("jobTemplate", {}).get("spec", {})
+    if obj.get("kind") != "Pod":
+        spec = spec.get("template", {}).get("spec", {})
+    yield from spec.get("initContainers") or []
+    yield from spec.get("containers") or []
+
+
+def started_images(text: str, runtimes: tuple[str, ...] = ()) -> set[str]:
+    """Images an installer starts: its workloads' containers, plus the containers of the
+    ClusterServingRuntimes named in ``runtimes`` (those an InferenceService of the kit uses).
+    """
+    found: set[str] = set()
+    for obj in load_all(text):
+        if obj.get("kind") in WORKLOAD_KINDS:
+            found.update(c["image"] for c in _containers(obj))
+        if obj.get("kind") == "ClusterServingRuntime" and obj["metadata"]["name"] in runtimes:
+            found.update(c["image"] for c in obj["spec"].get("containers", []))
+    return found
