@@ -21,7 +21,7 @@ help:
 	@echo "make controlplane-down  stop it (safe to run twice)"
 	@echo "make cluster-up    create (or reuse) the kind cluster with Volcano, KServe and the Training Operator (BACKEND=kind)"
 	@echo "make cluster-down  delete the kind cluster (safe to run twice)"
-	@echo "make cluster-images  maintainers, no registry: build the kind node image from source (cached)"
+	@echo "make cluster-images  maintainers, no registry: build the kind node image and add-on images from source (cached)"
 	@echo "make test-cluster    maintainers: images, cluster-up, cluster tests, labs on kind, cluster-down"
 	@echo "make setup    create .venv from requirements.lock (every target does this first)"
 	@echo "make lint     ruff over helpers/, tests/ and the notebooks"

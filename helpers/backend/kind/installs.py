@@ -245,8 +245,15 @@ def install_trainer_v2(timeout: float = INSTALL_TIMEOUT) -> None:
     from namespace ``kubeflow``, v2 ``trainer.kubeflow.org/v1alpha1`` from ``kubeflow-system``.
     Idempotent (server-side apply; nothing is patched afterwards), so it is simply re-run.
     """
-    from helpers.backend.kind import trainer_v2
+    from helpers.backend.kind import sources, trainer_v2
 
+    if sources.no_registry():
+        # Not built from source yet (helpers.backend.kind.image_build has no trainer or jobset
+        # image): say so rather than apply manifests whose images no node can pull.
+        print(f"skipping Kubeflow Trainer {versions.pin('trainer')}: with {sources.NO_REGISTRY_ENV}=1 "
+              "its images (trainer-controller-manager, jobset) are not built here yet, so lab 06 "
+              "trains with TRAINER='v1' on this cluster")
+        return
     print(f"installing Kubeflow Trainer {versions.pin('trainer')} "
           f"(JobSet {versions.pin('jobset')}) and its runtimes")
     require_tools("git")  # kubectl's kustomize clones the repository at the tag

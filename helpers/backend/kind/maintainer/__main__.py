@@ -5,7 +5,8 @@ Commands (each idempotent; run as root on a maintainer machine):
 * ``docker``     install Docker (Debian's docker.io) + the runc wrapper, start dockerd;
 * ``base-image`` build ``kflabs/debian-base:bookworm`` with debootstrap;
 * ``kind``       build the pinned ``kind`` into ``cluster/kind/.bin``;
-* ``images``     all of the above that is missing, then the node image (``make cluster-images``);
+* ``images``     all of the above that is missing, then the node image and the add-on images
+  (:func:`helpers.backend.kind.image_build.build_addon_images`; ``make cluster-images``);
 * ``kind-config`` write the maintainer kind config and print its path;
 * ``test-cluster`` the whole check (``make test-cluster``, :mod:`.testrun`).
 """
@@ -16,6 +17,7 @@ import argparse
 import json
 import time
 
+from helpers.backend.kind import image_build
 from helpers.backend.kind.maintainer import base, docker, gobuild, kindconfig, nodeimage, testrun
 from helpers.errors import cli_errors
 
@@ -54,6 +56,8 @@ def main(argv: list[str] | None = None) -> int:
             docker.ensure_docker()
         gobuild.ensure_kind()
         summary = nodeimage.ensure_node_image(force=args.force)
+        # the add-on images the installers start (Volcano, cert-manager, KServe, ...)
+        summary["addon_images"] = image_build.build_addon_images(force=args.force)
         summary["wall_seconds"] = round(time.perf_counter() - start, 1)
         print(json.dumps(summary, indent=2))
     elif args.command == "test-cluster":
