@@ -15,7 +15,7 @@ from typing import Any
 from helpers import paths
 from helpers.backend.base import Backend
 from helpers.backend.kind import images
-from helpers.backend.kind.training import TrainingRun, _one, api_client, ensure_model_pvc
+from helpers.backend.kind.training import TrainingRun, _one, api_client, ensure_model_pvc, observe_gang
 from helpers.errors import LabError, ManifestError
 from helpers.kube import client as k8s
 from helpers.kube.names import MODEL_NAMESPACE
@@ -105,16 +105,7 @@ def run_trainjob(target: Backend | None = None, *, seed: int = 42, fmt: str = "j
     group, version, plural = TRAINJOB_REF
 
     def observe() -> bool:
-        for pg in k8s.podgroups(api, ns):
-            if pg["metadata"]["name"] == name:
-                phase = (pg.get("status") or {}).get("phase", "Pending")
-                if not run_.podgroup_phases or run_.podgroup_phases[-1] != phase:
-                    run_.podgroup_phases.append(phase)
-                run_.podgroup_min_member = pg.get("spec", {}).get("minMember")
-        for pod in k8s.pods(api, ns, f"{JOBSET_LABEL}={name}"):
-            run_.pods[pod.metadata.name] = {"scheduler": pod.spec.scheduler_name or "",
-                                            "node": pod.spec.node_name or "",
-                                            "phase": pod.status.phase or ""}
+        observe_gang(api, run_, name, f"{JOBSET_LABEL}={name}")
         conds = k8s.conditions(k8s.get_custom(api, (group, version, ns, plural, name)))
         return any(conds.get(t, {}).get("status") == "True" for t in ("Complete", "Failed"))
 

@@ -153,6 +153,25 @@ class TrainingRun:
         }
 
 
+def observe_gang(api, run_: TrainingRun, podgroup: str, pod_selector: str) -> None:
+    """Record, in ``run_``, the PodGroup's phase changes and minMember and each pod's placement.
+
+    One pass of the wait of :func:`run_training_job` (XGBoostJob) and of
+    :func:`helpers.backend.kind.trainer_v2.run_trainjob` (TrainJob): both gang-schedule
+    through a Volcano PodGroup named after the job.
+    """
+    for pg in k8s.podgroups(api, run_.namespace):
+        if pg["metadata"]["name"] == podgroup:
+            phase = (pg.get("status") or {}).get("phase", "Pending")
+            if not run_.podgroup_phases or run_.podgroup_phases[-1] != phase:
+                run_.podgroup_phases.append(phase)
+            run_.podgroup_min_member = pg.get("spec", {}).get("minMember")
+    for pod in k8s.pods(api, run_.namespace, pod_selector):
+        run_.pods[pod.metadata.name] = {"scheduler": pod.spec.scheduler_name or "",
+                                        "node": pod.spec.node_name or "",
+                                        "phase": pod.status.phase or ""}
+
+
 def run_training_job(target: Backend | None = None, *, seed: int = 42,
                      fmt: str = "json", model_name: str = "iris",
                      n_estimators: int | None = None, image: str | None = None,
@@ -192,18 +211,7 @@ def run_training_job(target: Backend | None = None, *, seed: int = 42,
     group, version, _, plural, _ = _job_ref(job)
 
     def observe() -> bool:
-        for pg in k8s.podgroups(api, ns):
-            if pg["metadata"]["name"] == name:
-                phase = (pg.get("status") or {}).get("phase", "Pending")
-                if not run_.podgroup_phases or run_.podgroup_phases[-1] != phase:
-                    run_.podgroup_phases.append(phase)
-                run_.podgroup_min_member = pg.get("spec", {}).get("minMember")
-        for pod in k8s.pods(api, ns, f"training.kubeflow.org/job-name={name}"):
-            run_.pods[pod.metadata.name] = {
-                "scheduler": pod.spec.scheduler_name or "",
-                "node": pod.spec.node_name or "",
-                "phase": pod.status.phase or "",
-            }
+        observe_gang(api, run_, name, f"training.kubeflow.org/job-name={name}")
         conds = k8s.conditions(k8s.get_custom(api, (group, version, ns, plural, name)))
         return any(conds.get(t, {}).get("status") == "True" for t in ("Succeeded", "Failed"))
 
