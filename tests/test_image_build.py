@@ -158,6 +158,28 @@ def test_no_registry_switch(monkeypatch):
         assert sources.no_registry() is expected
 
 
+def test_no_registry_installer_loads_the_images_it_starts_first(monkeypatch, tmp_path, capsys):
+    """Under the switch the nodes get each installer's images by `kind load`; without it, nothing."""
+    installer = tmp_path / "x.yaml"
+    installer.write_text(yaml.safe_dump_all([
+        {"kind": "Deployment", "metadata": {"name": "d"}, "spec": {"template": {"spec": {
+            "containers": [{"name": "c", "image": "example/controller:v1"}]}}}},
+        {"kind": "ClusterServingRuntime", "metadata": {"name": "kserve-xgbserver"},
+         "spec": {"containers": [{"name": "k", "image": "kserve/xgbserver:v0.20.0"}]}},
+        {"kind": "ClusterServingRuntime", "metadata": {"name": "kserve-other"},
+         "spec": {"containers": [{"name": "k", "image": "kserve/other:v0.20.0"}]}}]))
+    loaded = []
+    monkeypatch.setattr(sources, "rendered_installer", lambda component: installer)
+    monkeypatch.setattr(image_build, "load_into_kind", lambda refs, cluster: loaded.append((refs, cluster)))
+    monkeypatch.delenv(sources.NO_REGISTRY_ENV, raising=False)
+    assert sources.installer_source("kserve", "https://release/x.yaml") == "https://release/x.yaml"
+    assert loaded == []
+    monkeypatch.setenv(sources.NO_REGISTRY_ENV, "1")
+    assert sources.installer_source("kserve", "https://release/x.yaml") == str(installer)
+    assert loaded == [(["example/controller:v1", "kserve/xgbserver:v0.20.0"], "kflabs")]
+    assert "loading the 2 image(s) kserve starts" in capsys.readouterr().out
+
+
 def test_rendered_installers_parse_and_pull_nothing(rendered):
     for name, text in rendered.items():
         objects = sources.load_all(text)

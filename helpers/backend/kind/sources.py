@@ -36,6 +36,7 @@ import yaml
 from helpers import paths, versions
 from helpers.backend.kind import image_build
 from helpers.errors import LabError
+from helpers.kube.names import KIND_CLUSTER_NAME
 
 #: The one switch: set to 1 on machines that reach no container registry.
 NO_REGISTRY_ENV = "KFLABS_NO_REGISTRY"
@@ -132,10 +133,23 @@ def rendered_installer(component: str) -> Path:
     return out
 
 
-def installer_source(component: str, remote: str) -> str:
+#: The ClusterServingRuntimes the kit's InferenceServices use: their images are loaded too.
+KIT_RUNTIMES = ("kserve-xgbserver",)
+
+
+def installer_source(component: str, remote: str, cluster: str = KIND_CLUSTER_NAME) -> str:
     """What ``make cluster-up`` applies for ``component``: ``remote`` (the release), or,
-    under :data:`NO_REGISTRY_ENV`, the installer rendered from the module cache."""
-    return str(rendered_installer(component)) if no_registry() else remote
+    under :data:`NO_REGISTRY_ENV`, the installer rendered from the module cache, after the
+    images it starts (built by :mod:`helpers.backend.kind.image_build`) are loaded into the
+    nodes with ``kind load``: there is no registry for the nodes to pull them from."""
+    if not no_registry():
+        return remote
+    path = rendered_installer(component)
+    refs = sorted(started_images(path.read_text(), KIT_RUNTIMES))
+    if refs:
+        print(f"loading the {len(refs)} image(s) {component} starts into the nodes: {', '.join(refs)}")
+        image_build.load_into_kind(refs, cluster)
+    return str(path)
 
 
 # --------------------------------------------------------------------------- images named
