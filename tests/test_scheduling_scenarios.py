@@ -219,9 +219,10 @@ def test_cluster_events_use_the_models_types_and_names(monkeypatch):
 
     from helpers.backend import scheduling_run
 
-    def event(reason, kind, name, message, component=None):
+    def event(reason, kind, name, message, component=None, uid="u1"):
         return NS(reason=reason, message=message, reporting_component=component,
-                  source=NS(component=component), involved_object=NS(kind=kind, name=name))
+                  source=NS(component=component),
+                  involved_object=NS(kind=kind, name=name, uid=uid))
 
     items = [event("Scheduled", "Pod", "serving-5d-x1", "Successfully assigned ns/serving-5d-x1 "
                    "to node-2", "default-scheduler"),
@@ -232,6 +233,28 @@ def test_cluster_events_use_the_models_types_and_names(monkeypatch):
     assert scheduling_run._scheduler_events(None, "ns") == [
         ("Scheduled", "pod/serving-5d-x1", "default-scheduler: bound to node-2"),
         ("Unschedulable", "podgroup/train-b-uid", "resource in cluster is overused")]
+
+
+def test_cluster_events_about_an_earlier_runs_objects_are_dropped(monkeypatch):
+    """A late event about a pod of the previous run, posted into the same-named namespace the
+    next run re-made, is not this run's: only the UIDs the run saw count."""
+    from types import SimpleNamespace as NS
+
+    from kubernetes import client
+
+    from helpers.backend import scheduling_run
+
+    def failed(name, uid):
+        return NS(reason="FailedScheduling", message="0/3 nodes are available",
+                  reporting_component=None, source=None,
+                  involved_object=NS(kind="Pod", name=name, uid=uid))
+
+    items = [failed("huge-6", "old-run"), failed("worker-0", "this-run")]
+    fake = NS(list_namespaced_event=lambda ns: NS(items=items))
+    monkeypatch.setattr(client, "CoreV1Api", lambda api: fake)
+    assert scheduling_run._scheduler_events(None, "ns", {"this-run"}) == [
+        ("FailedScheduling", "pod/worker-0", "0/3 nodes are available")]
+    assert len(scheduling_run._scheduler_events(None, "ns")) == 2  # no UIDs given: all kept
 
 
 def test_summary_counts_training_jobs_and_names_the_service_apart():

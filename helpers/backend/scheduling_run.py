@@ -78,6 +78,7 @@ class _PodTrack:
     job: str
     real_name: str
     created_at: float
+    uid: str = ""
     node: str | None = None
     phase: str = "Pending"
     bound_at: float | None = None
@@ -105,6 +106,10 @@ class _Run:
     #: Watches that see every PodGroup / Volcano Job phase (a poll misses short ones).
     watches: dict[str, PhaseWatch] = field(default_factory=dict)
     trails: dict[tuple[str, str], PhaseTrail] = field(default_factory=dict)
+    #: UIDs of the pods and PodGroups this run saw: a namespace re-made under the same name
+    #: can still receive a late Event about the previous run's objects (kube-scheduler posts
+    #: its events asynchronously), and those must not count as this run's.
+    uids: set[str] = field(default_factory=set)
 
     def phases_to_record(self, kind: str, obj: dict, current: str) -> list[str]:
         """What to record now for ``obj`` seen by the poll in phase ``current`` (see
@@ -207,8 +212,10 @@ def _observe(api, run: _Run, namespaces: list[str], work: bool) -> None:  # noqa
             live[pod.metadata.name] = pod
             track = run.pods.get(pod.metadata.name)
             if track is None:
-                track = _PodTrack(mapped[0], mapped[1], pod.metadata.name, created_at=now)
+                track = _PodTrack(mapped[0], mapped[1], pod.metadata.name, created_at=now,
+                                  uid=pod.metadata.uid or "")
                 run.pods[pod.metadata.name] = track
+                run.uids.add(track.uid)
                 run.event("created", f"pod/{mapped[0]}", f"pod of {mapped[1]} created")
             if pod.spec.node_name and track.node is None:
                 track.node, track.bound_at = pod.spec.node_name, now
@@ -259,6 +266,7 @@ def _observe(api, run: _Run, namespaces: list[str], work: bool) -> None:  # noqa
         for pg in k8s.podgroups(api, ns):
             key = _podgroup_key(pg, vcjobs)
             seen.add(key)
+            run.uids.add(pg["metadata"].get("uid", ""))
             run.pg_real_names[pg["metadata"]["name"]] = key
             phase = podgroup_phase(pg)
             hist = run.pg_history.setdefault(key, [])
@@ -486,7 +494,7 @@ def _result(api, run: _Run, nodes: Sequence[NodeSpec], *, backend: str, schedule
     events = list(run.events)
     model_pod = {t.real_name: t.model_name for t in run.pods.values()}
     for ns in namespaces:
-        for reason, involved, message in _scheduler_events(api, ns):
+        for reason, involved, message in _scheduler_events(api, ns, run.uids):
             kind, _, name = involved.partition("/")
             if kind == "podgroup":
                 obj = f"podgroup/{run.pg_real_names.get(name, name)}"
@@ -571,12 +579,15 @@ def _waste_and_utilisation(run: _Run, nodes: Sequence[NodeSpec], end: float):
     return round(waste / run.time_scale, 2), util
 
 
-def _scheduler_events(api, namespace: str) -> list[tuple[str, str, str]]:
+def _scheduler_events(api, namespace: str,
+                      uids: set[str] | None = None) -> list[tuple[str, str, str]]:
     """FailedScheduling / Unschedulable / Scheduled events: what the real schedulers said.
 
     Returns ``(reason, kind/name, message)``; the reason is the event type the model logs
     too. A pod's Scheduled message is written as the model writes it,
     ``<scheduler>: bound to <node>`` (the scheduler is the event's reporting component).
+    With ``uids``, an event about a pod or PodGroup is kept only if its object's UID is one
+    of them (events about objects of an earlier run in a same-named namespace are dropped).
     """
 
     out = []
@@ -584,6 +595,8 @@ def _scheduler_events(api, namespace: str) -> list[tuple[str, str, str]]:
         if e.reason not in ("FailedScheduling", "Unschedulable", "Scheduled"):
             continue
         kind = e.involved_object.kind.lower()
+        if uids is not None and kind in ("pod", "podgroup") and e.involved_object.uid not in uids:
+            continue
         message = (e.message or "").strip()[:200]
         if e.reason == "Scheduled" and kind == "pod" and " to " in message:
             component = e.reporting_component or (e.source.component if e.source else "") or "?"
