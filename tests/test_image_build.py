@@ -180,6 +180,18 @@ def test_no_registry_installer_loads_the_images_it_starts_first(monkeypatch, tmp
     assert "loading the 2 image(s) kserve starts" in capsys.readouterr().out
 
 
+def test_no_registry_cluster_up_loads_the_kits_own_images(monkeypatch, capsys):
+    """busybox (the scheduling labs' pods) is loaded under the switch, and only then."""
+    loaded = []
+    monkeypatch.setattr(image_build, "load_into_kind", lambda refs, cluster: loaded.append((refs, cluster)))
+    monkeypatch.delenv(sources.NO_REGISTRY_ENV, raising=False)
+    assert sources.load_kit_images() == [] and loaded == []
+    monkeypatch.setenv(sources.NO_REGISTRY_ENV, "1")
+    assert sources.load_kit_images() == [image_build.busybox_ref()]
+    assert loaded == [([image_build.busybox_ref()], "kflabs")]
+    assert image_build.busybox_ref() in capsys.readouterr().out
+
+
 def test_rendered_installers_parse_and_pull_nothing(rendered):
     for name, text in rendered.items():
         objects = sources.load_all(text)

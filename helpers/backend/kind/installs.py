@@ -12,7 +12,7 @@ from typing import Any
 
 from helpers import versions
 from helpers.backend.kind import images, lifecycle
-from helpers.backend.kind.sources import installer_source
+from helpers.backend.kind.sources import installer_source, load_kit_images
 from helpers.errors import LabError
 from helpers.kube.kubectl import CommandFailed, diagnostics, kubectl, require_tools, retry_transient, rollout
 from helpers.kube.names import KIND_CLUSTER_NAME as CLUSTER_NAME
@@ -292,6 +292,7 @@ def up(*, components: Iterable[str] = COMPONENTS, gpus: int = lifecycle.TOTAL_FA
     lifecycle.create_cluster()
     lifecycle.wait_nodes_ready()
     layout = lifecycle.patch_fake_gpus(gpus)
+    load_kit_images()  # no registry: busybox, which the kit's own pods run
     steps = {"volcano": install_volcano, "cert-manager": install_cert_manager,
              "kserve": install_kserve, "training-operator": install_training_operator,
              "trainer-v2": install_trainer_v2}

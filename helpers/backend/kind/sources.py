@@ -152,6 +152,28 @@ def installer_source(component: str, remote: str, cluster: str = KIND_CLUSTER_NA
     return str(path)
 
 
+def kit_images() -> list[str]:
+    """Images the kit's own manifests start on the cluster (the scheduling labs' pods, the
+    Trainer runtimes' initializers): busybox at the one tag they use. The training image is
+    loaded by :func:`helpers.backend.kind.images.ensure_training_image`."""
+    return [image_build.busybox_ref()]
+
+
+def load_kit_images(cluster: str = KIND_CLUSTER_NAME) -> list[str]:
+    """Under :data:`NO_REGISTRY_ENV`, ``kind load`` :func:`kit_images` into the nodes (they
+    were built by ``make cluster-images``); without it, nothing: learners' nodes pull them.
+
+    Returns:
+        The references loaded (empty without the switch).
+    """
+    if not no_registry():
+        return []
+    refs = kit_images()
+    print(f"loading the kit's own image(s) into the nodes: {', '.join(refs)}")
+    image_build.load_into_kind(refs, cluster)
+    return refs
+
+
 # --------------------------------------------------------------------------- images named
 def _containers(obj: dict) -> Iterator[dict]:
     spec = obj.get("spec") or {}
