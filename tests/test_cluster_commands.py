@@ -14,6 +14,7 @@ import os
 import stat
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import pytest
@@ -481,6 +482,27 @@ def test_port_forward_reports_the_local_url_and_stops(fakes):
     (argv,) = fakes.argvs("kubectl")
     assert argv == [*CTX, "port-forward", "-n", "kflabs-serving", "svc/iris-predictor", ":80",
                     "--address", "127.0.0.1"]
+
+
+def test_port_forward_comes_back_on_the_same_port_when_kubectl_ends(fakes, monkeypatch):
+    """kubectl ends when the forwarded pod goes away: the forward starts it again on the same
+    local port (so the URL stays valid), retrying while it fails, until close()."""
+    monkeypatch.setattr(kubectl_run.PortForward, "RESTART_DELAY", 0.1)
+    fakes.on("kubectl", "port-forward", stdout="Forwarding from 127.0.0.1:43210 -> 8080\n",
+             stderr="lost connection to pod\n", times=1)  # the pod is deleted
+    fakes.on("kubectl", "port-forward", rc=1, stderr="error: no ready pod\n", times=2)
+    fakes.on("kubectl", "port-forward", stdout="Forwarding from 127.0.0.1:43210 -> 8080\n",
+             sleep=30)  # the Deployment's new pod
+    with kubectl_run.port_forward("iris-predictor", "kflabs-serving", 80) as fwd:
+        deadline = time.monotonic() + 20
+        while fwd.restarts < 1 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert fwd.restarts == 1 and fwd.url == "http://127.0.0.1:43210"
+        assert "no ready pod" in fwd.last_error
+    argvs = fakes.argvs("kubectl")
+    assert [a[a.index("svc/iris-predictor") + 1] for a in argvs] == [":80"] + ["43210:80"] * 3
+    time.sleep(0.3)
+    assert len(fakes.argvs("kubectl")) == 4  # closed: no more restarts
 
 
 def test_port_forward_failure_says_what_kubectl_said(fakes):

@@ -130,6 +130,74 @@ def test_client_times_out_on_a_silent_server():
             ep.live()
 
 
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_client_retries_carry_a_request_to_a_server_that_comes_back():
+    """With retries, a refused connection (a predictor pod being replaced) and a 503 (not
+    ready yet) are sent again, with a growing wait, until the server answers."""
+    import json
+    import threading
+    from http.server import BaseHTTPRequestHandler, HTTPServer
+
+    answers = [503, 200]
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802 - http.server's name
+            status = answers.pop(0)
+            body = json.dumps({"live": True} if status == 200 else {"error": "not ready"}).encode()
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    port = _free_port()
+    servers = []
+
+    def come_up_late():
+        server = HTTPServer(("127.0.0.1", port), Handler)
+        servers.append(server)
+        server.serve_forever()
+
+    timer = threading.Timer(0.4, come_up_late)
+    timer.start()
+    try:
+        ep = Endpoint(f"http://127.0.0.1:{port}", timeout=(0.5, 2), retries=8, retry_delay=0.1)
+        assert ep.live() is True
+        assert ep.retried >= 2 and answers == []  # refused at least once, then the 503
+    finally:
+        while timer.is_alive() and not servers:  # the server thread serves until shut down
+            timer.join(0.05)
+        if servers:
+            servers[0].shutdown()
+            servers[0].server_close()
+        timer.join()
+
+
+def test_client_retries_are_bounded_and_say_so():
+    """No server ever: the error names the attempts; timeouts and HTTP errors are not retried."""
+    ep = Endpoint(f"http://127.0.0.1:{_free_port()}", timeout=(0.5, 0.5), retries=2, retry_delay=0.05)
+    with pytest.raises(EndpointError, match=r"cannot connect.*after 3 attempts over") as info:
+        ep.ready()
+    assert info.value.transient and ep.retried == 2
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen(1)
+        silent = Endpoint(f"http://127.0.0.1:{sock.getsockname()[1]}", timeout=(0.5, 0.3), retries=3)
+        with pytest.raises(EndpointError, match="timed out"):
+            silent.live()
+        assert silent.retried == 0
+    with pytest.raises(LabError, match="retries"):
+        Endpoint("http://127.0.0.1:1", retries=-1)
+
+
 def test_client_refuses_a_bad_base_url_and_sets_host_header():
     """base_url needs a scheme; a Host header is sent on every request when given."""
     with pytest.raises(LabError, match="http://"):

@@ -227,66 +227,111 @@ def rollout(namespace: str, deployment: str, timeout: float) -> None:
 
 
 class PortForward:
-    """A managed ``kubectl port-forward`` to a Service, bound to 127.0.0.1.
+    """A managed ``kubectl port-forward`` to a Service, bound to 127.0.0.1, that comes back.
+
+    ``kubectl port-forward svc/...`` picks one of the Service's pods and ends when that pod
+    goes away (a rollout, a crash, a deleted pod). This one then starts kubectl again on the
+    same local port, so the URL stays valid and a client's retries find the new pod once the
+    Deployment has replaced it. ``restarts`` counts those, ``last_error`` holds what the last
+    failed attempt said.
 
     Use as a context manager, or call :meth:`close` (safe twice). ``url`` is the local base
     URL for :class:`helpers.serving.client.Endpoint`.
     """
 
     _LINE = re.compile(r"Forwarding from 127\.0\.0\.1:(\d+) ->")
+    #: Seconds between attempts to start kubectl again after it ended.
+    RESTART_DELAY = 1.0
 
     def __init__(self, service: str, namespace: str, port: int = 80, *, local_port: int = 0,
                  context: str = CONTEXT, kubeconfig: str | None = None, timeout: float = 30.0):
-        args = ["kubectl", "--context", context]
+        self._base = ["kubectl", "--context", context]
         if kubeconfig:
-            args += ["--kubeconfig", str(kubeconfig)]
-        args += ["port-forward", "-n", namespace, f"svc/{service}",
-                 f"{local_port or ''}:{int(port)}", "--address", "127.0.0.1"]
-        self.args = args
+            self._base += ["--kubeconfig", str(kubeconfig)]
+        self._service, self._namespace, self._port = service, namespace, int(port)
+        self._context, self._timeout = context, timeout
         self.local_port: int | None = None
+        self.restarts = 0
+        self.last_error = ""
+        self._closed = threading.Event()
+        self._lock = threading.Lock()
         require_tools("kubectl")
-        self._proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                      stdin=subprocess.DEVNULL, text=True)
+        self._proc, self.local_port = self._spawn(local_port)
+        threading.Thread(target=self._keep_alive, daemon=True).start()
+
+    def _argv(self, local_port: int) -> list[str]:
+        return [*self._base, "port-forward", "-n", self._namespace, f"svc/{self._service}",
+                f"{local_port or ''}:{self._port}", "--address", "127.0.0.1"]
+
+    def _spawn(self, local_port: int) -> tuple[subprocess.Popen, int]:
+        """Start kubectl and wait for its "Forwarding from" line; raise what it said if none."""
+        args = self._argv(local_port)
+        self.args = args
+        proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                stdin=subprocess.DEVNULL, text=True)
         lines: queue.Queue[str | None] = queue.Queue()
 
         def pump() -> None:
-            assert self._proc.stdout is not None
-            for line in self._proc.stdout:
+            assert proc.stdout is not None
+            for line in proc.stdout:
                 lines.put(line)
             lines.put(None)
 
         threading.Thread(target=pump, daemon=True).start()
-        deadline = time.monotonic() + timeout
-        while self.local_port is None:
+        deadline = time.monotonic() + self._timeout
+        while True:
             try:
                 line = lines.get(timeout=max(0.05, deadline - time.monotonic()))
             except queue.Empty:
                 line = ""
             match = self._LINE.search(line or "")
             if match:
-                self.local_port = int(match.group(1))
-            elif line is None or time.monotonic() >= deadline:
-                err = self._stop_and_read_stderr()
+                return proc, int(match.group(1))
+            if line is None or time.monotonic() >= deadline:
+                err = self._end(proc)
                 raise CommandFailed(
-                    f"`{_short(args)}` did not start forwarding within {timeout:g} s: "
+                    f"`{_short(args)}` did not start forwarding within {self._timeout:g} s: "
                     f"{_first_line(err)}. Is the Service there and its pod Running? "
-                    f"(kubectl --context {context} get pods -n {namespace})",
-                    args, self._proc.returncode, err)
+                    f"(kubectl --context {self._context} get pods -n {self._namespace})",
+                    args, proc.returncode, err)
 
-    def _terminate(self) -> None:
-        """End the kubectl process: SIGTERM, then SIGKILL after 10 s (no-op once it has ended)."""
-        if self._proc.poll() is None:
-            self._proc.terminate()
+    def _keep_alive(self) -> None:
+        """Start kubectl again, on the same local port, whenever it ends before :meth:`close`."""
+        while not self._closed.is_set():
+            self._proc.wait()
+            if self._closed.is_set():
+                return
+            with self._lock:
+                self.last_error = _first_line(self._end(self._proc))
+            while not self._closed.wait(self.RESTART_DELAY):
+                try:
+                    proc, _ = self._spawn(self.local_port or 0)
+                except CommandFailed as exc:
+                    self.last_error = _first_line(exc.stderr or str(exc))
+                    continue
+                with self._lock:
+                    if self._closed.is_set():
+                        self._end(proc)
+                        return
+                    self._proc = proc
+                    self.restarts += 1
+                break
+
+    @staticmethod
+    def _end(proc: subprocess.Popen) -> str:
+        """End one kubectl process (SIGTERM, then SIGKILL after 10 s); return its stderr."""
+        if proc.poll() is None:
+            proc.terminate()
         try:
-            self._proc.wait(timeout=10)
+            proc.wait(timeout=10)
         except subprocess.TimeoutExpired:
-            self._proc.kill()
-            self._proc.wait(timeout=10)
-
-    def _stop_and_read_stderr(self) -> str:
-        self._terminate()
+            proc.kill()
+            proc.wait(timeout=10)
         # stdout belongs to the pump thread; stderr is ours, and the process has ended.
-        return self._proc.stderr.read() if self._proc.stderr else ""
+        try:
+            return proc.stderr.read() if proc.stderr else ""
+        except ValueError:  # already closed
+            return ""
 
     @property
     def url(self) -> str:
@@ -294,11 +339,13 @@ class PortForward:
         return f"http://127.0.0.1:{self.local_port}"
 
     def close(self) -> None:
-        """Stop the port-forward process (safe to call twice)."""
-        self._terminate()
-        for stream in (self._proc.stdout, self._proc.stderr):
-            if stream:
-                stream.close()
+        """Stop the port-forward process, and its restarts (safe to call twice)."""
+        self._closed.set()
+        with self._lock:
+            self._end(self._proc)
+            for stream in (self._proc.stdout, self._proc.stderr):
+                if stream:
+                    stream.close()
 
     def __enter__(self) -> PortForward:
         return self

@@ -14,6 +14,7 @@ turns them into class indices.
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -34,14 +35,17 @@ class EndpointError(LabError):
         status: the HTTP status code, or ``None`` when no response arrived.
         server_message: the server's ``error`` field (or body text), if any.
         url: the URL that was requested.
+        transient: no answer came back because the connection was refused, reset or closed
+            (worth sending again; a timeout or an HTTP error is not).
     """
 
     def __init__(self, message: str, status: int | None = None, server_message: str = "",
-                 url: str = ""):
+                 url: str = "", transient: bool = False):
         super().__init__(message)
         self.status = status
         self.server_message = server_message
         self.url = url
+        self.transient = transient
 
 
 @dataclass
@@ -70,13 +74,23 @@ class Endpoint:
         host_header: a ``Host`` header to send, e.g. ``iris.kubeflow.example.com`` when the
             port-forward goes to an ingress gateway rather than the predictor Service.
         timeout: seconds, or a ``(connect, read)`` pair, applied to every request.
+        retries: how many more times a request is sent when no answer came back (connection
+            refused, reset or closed: a predictor pod being replaced, a port-forward coming
+            back) or the answer was 503 (not ready). 0 (the default) sends once. Inference is
+            a pure function of its input, so sending it again is safe.
+        retry_delay: seconds before the first retry; each next wait is one ``retry_delay``
+            longer (bounded: ``retries`` waits in all).
     """
 
     base_url: str
     model_name: str = "iris"
     host_header: str | None = None
     timeout: float | tuple[float, float] = DEFAULT_TIMEOUT
+    retries: int = 0
+    retry_delay: float = 0.5
     session: requests.Session = field(default_factory=requests.Session, repr=False)
+    #: Retries spent so far, over all requests (what a fault test or a lab reports).
+    retried: int = field(default=0, init=False)
 
     def __post_init__(self) -> None:
         self.base_url = self.base_url.rstrip("/")
@@ -85,6 +99,8 @@ class Endpoint:
                            "e.g. http://127.0.0.1:8080")
         if self.host_header:
             self.session.headers["Host"] = self.host_header
+        if self.retries < 0:
+            raise LabError(f"retries={self.retries!r} must be >= 0")
 
     # -- low level ---------------------------------------------------------------------
     def request(self, method: str, path: str, body: Any = None, *, data: bytes | str | None = None,
@@ -99,8 +115,29 @@ class Endpoint:
             headers: extra headers.
 
         Raises:
-            EndpointError: connection refused, timeout, or another transport failure.
+            EndpointError: connection refused, timeout, or another transport failure (after
+                :attr:`retries` more attempts for the retryable ones).
         """
+        started, attempt = time.monotonic(), 0
+        while True:
+            try:
+                resp = self._send(method, path, body, data, headers)
+            except EndpointError as exc:
+                if attempt >= self.retries or not exc.transient:
+                    if attempt:
+                        exc.args = (f"{exc} (after {attempt + 1} attempts over "
+                                    f"{time.monotonic() - started:.1f} s)",)
+                    raise
+            else:
+                if resp.status != 503 or attempt >= self.retries:
+                    return resp
+            attempt += 1
+            self.retried += 1
+            time.sleep(self.retry_delay * attempt)
+
+    def _send(self, method: str, path: str, body: Any, data: bytes | str | None,
+              headers: dict[str, str] | None) -> Response:
+        """One request, no retry (see :meth:`request`)."""
         url = f"{self.base_url}{path}"
         sent_headers = dict(headers or {})
         if data is not None and "Content-Type" not in sent_headers:
@@ -115,10 +152,10 @@ class Endpoint:
             if "Connection aborted" in str(exc):
                 raise EndpointError(f"{method} {url}: the server closed the connection without "
                                     "an HTTP answer (it crashed on this request?)",
-                                    url=url) from exc
+                                    url=url, transient=True) from exc
             raise EndpointError(f"{method} {url}: cannot connect ({type(exc).__name__}): is the "
                                 "server running, and is the port (or port-forward) right?",
-                                url=url) from exc
+                                url=url, transient=True) from exc
         try:
             decoded: Any = resp.json()
         except ValueError:

@@ -302,8 +302,14 @@ class ClusterDeployment:
         """Base URL of the predictor through the port-forward, ``http://127.0.0.1:<port>``."""
         return f"http://{self.host}:{self.port}"
 
+    #: Retries of the cluster's Endpoint: a replaced predictor pod takes some seconds to be
+    #: Ready, and the port-forward comes back on its own (:class:`helpers.kube.kubectl.PortForward`).
+    ENDPOINT_RETRIES = 6
+
     def endpoint(self, **kwargs: Any) -> Endpoint:
-        """An :class:`Endpoint` client for the predictor (kwargs go to ``Endpoint``)."""
+        """An :class:`Endpoint` client for the predictor (kwargs go to ``Endpoint``), which
+        retries refused connections and 503s :data:`ENDPOINT_RETRIES` times unless told."""
+        kwargs.setdefault("retries", self.ENDPOINT_RETRIES)
         return Endpoint(self.url, self.model_name, **kwargs)
 
     def logs(self, tail: int | None = 40) -> str:
