@@ -78,7 +78,6 @@ class _PodTrack:
     job: str
     real_name: str
     created_at: float
-    uid: str = ""
     node: str | None = None
     phase: str = "Pending"
     bound_at: float | None = None
@@ -212,10 +211,9 @@ def _observe(api, run: _Run, namespaces: list[str], work: bool) -> None:  # noqa
             live[pod.metadata.name] = pod
             track = run.pods.get(pod.metadata.name)
             if track is None:
-                track = _PodTrack(mapped[0], mapped[1], pod.metadata.name, created_at=now,
-                                  uid=pod.metadata.uid or "")
+                track = _PodTrack(mapped[0], mapped[1], pod.metadata.name, created_at=now)
                 run.pods[pod.metadata.name] = track
-                run.uids.add(track.uid)
+                run.uids.add(pod.metadata.uid or "")
                 run.event("created", f"pod/{mapped[0]}", f"pod of {mapped[1]} created")
             if pod.spec.node_name and track.node is None:
                 track.node, track.bound_at = pod.spec.node_name, now

@@ -153,9 +153,9 @@ def installer_source(component: str, remote: str, cluster: str = KIND_CLUSTER_NA
 
 
 def kit_images() -> list[str]:
-    """Images the kit's own manifests start on the cluster (the scheduling labs' pods, the
-    Trainer runtimes' initializers): busybox at the one tag they use. The training image is
-    loaded by :func:`helpers.backend.kind.images.ensure_training_image`."""
+    """Images the kit's own manifests start on the cluster (the scheduling labs' pods):
+    busybox at the one tag they use. The training image is loaded by
+    :func:`helpers.backend.kind.images.ensure_training_image`."""
     return [image_build.busybox_ref()]
 
 
