@@ -96,3 +96,22 @@ def kwok_controlplane(request) -> dict:
     yield info
     if not was_up:
         supervisor.down(quiet=True)
+
+
+@pytest.fixture(scope="session")
+def kind_target():
+    """The kind backend, or a skip naming what is missing (the ``cluster`` tests' one gate)."""
+    import shutil
+
+    from helpers import backend
+    from helpers.kube import names as kube_names
+
+    missing = [tool for tool in ("kind", "kubectl", "docker") if shutil.which(tool) is None]
+    if missing:
+        pytest.skip(f"no kind cluster here: {', '.join(missing)} not installed "
+                    "(run `make cluster-up` on a machine with Docker)")
+    problem = backend.probe(backend.default_kubeconfig(), kube_names.KIND_CONTEXT)
+    if problem:
+        pytest.skip(f"kind cluster {kube_names.KIND_CLUSTER_NAME!r} not reachable ({problem}): "
+                    "run `make cluster-up`")
+    return backend.resolve("kind", announce=False)

@@ -14,7 +14,6 @@ clean-up is safe twice.
 from __future__ import annotations
 
 import json
-import shutil
 
 import numpy as np
 import pytest
@@ -33,17 +32,9 @@ pytestmark = [pytest.mark.cluster, pytest.mark.timeout(1800)]
 
 
 @pytest.fixture(scope="module")
-def target() -> backend.Backend:
-    """The kind backend, or a skip naming what is missing."""
-    missing = [tool for tool in ("kind", "kubectl", "docker") if shutil.which(tool) is None]
-    if missing:
-        pytest.skip(f"no kind cluster here: {', '.join(missing)} not installed "
-                    "(run `make cluster-up` on a machine with Docker)")
-    problem = backend.probe(backend.default_kubeconfig(), kube_names.KIND_CONTEXT)
-    if problem:
-        pytest.skip(f"kind cluster {kube_names.KIND_CLUSTER_NAME!r} not reachable ({problem}): "
-                    "run `make cluster-up`")
-    return backend.resolve("kind", announce=False)
+def target(kind_target) -> backend.Backend:
+    """The kind backend (tests/conftest.py ``kind_target``: a skip naming what is missing)."""
+    return kind_target
 
 
 def _json(*args: str) -> dict:

@@ -294,10 +294,12 @@ def test_local_cluster_only_when_the_node_image_was_built_here(monkeypatch, tmp_
 def test_test_cluster_steps_in_order_and_nothing_from_make_test():
     from helpers.backend.kind.maintainer import testrun
     names = [name for name, _ in testrun.steps("py")]
-    assert names == ["cluster-images", "cluster-up", "pytest-cluster", "labs-kind", "cluster-down"]
+    assert names == ["cluster-images", "cluster-up", "cluster-up-again", "pytest-cluster",
+                     "cluster-down", "cluster-down-again"]
     argvs = dict(testrun.steps("py"))
+    assert argvs["cluster-up"] == argvs["cluster-up-again"]  # the same set-up, run twice
+    assert argvs["cluster-down"] == argvs["cluster-down-again"]
     assert argvs["pytest-cluster"][:5] == ["py", "-m", "pytest", "-m", "cluster"]
-    assert argvs["labs-kind"][3:5] == ["--backend", "kind"]
     makefile = (Path(__file__).resolve().parents[1] / "Makefile").read_text()
     test_recipe = makefile.split("\ntest:", 1)[1].split("\n\n", 1)[0]
     assert "cluster-images" not in test_recipe and "test-cluster" not in test_recipe
@@ -309,8 +311,14 @@ def test_run_all_records_each_step_and_goes_on_after_a_failure(monkeypatch, tmp_
     monkeypatch.setattr(testrun, "steps", lambda python=sys.executable: [
         ("ok", [sys.executable, "-c", "print('fine')"]),
         ("bad", [sys.executable, "-c", "raise SystemExit(3)"]),
-        ("down", [sys.executable, "-c", "pass"])])
+        ("down", [sys.executable, "-c", "import pathlib; pathlib.Path('build/labs.json')"
+                                        ".write_text('{\"03\": {\"seconds\": 2}}')"])])
+    monkeypatch.setattr(testrun, "labs_file", lambda: tmp_path / "build" / "labs.json")
+    (tmp_path / "build").mkdir()
+    (tmp_path / "build" / "labs.json").write_text('{"00_setup": {"seconds": 1.5}}')
     record = testrun.run_all(results=tmp_path / "build" / "r.json")
+    # the labs file is this run's (an earlier run's is removed first), copied into the record
+    assert record["labs"] == {"03": {"seconds": 2}}
     assert {k: v["returncode"] for k, v in record["steps"].items()} == {"ok": 0, "bad": 3, "down": 0}
     assert record["ok"] is False
     assert json.loads((tmp_path / "build" / "r.json").read_text())["steps"]["bad"]["returncode"] == 3

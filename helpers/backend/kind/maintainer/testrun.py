@@ -2,15 +2,19 @@
 
 Steps, each timed (a failed step is recorded and the run goes on to ``cluster-down``):
 
-1. ``cluster-images``: the node image (and what it needs), built or reused;
+1. ``cluster-images``: the node image and the add-on images, built or reused;
 2. ``cluster-up`` (``python -m helpers.cluster up``): creates the cluster from the node image
    built here (see :func:`.kindconfig.local_cluster`) and installs the add-ons;
-3. ``pytest -m cluster``;
-4. every lab with ``BACKEND=kind`` through the lab runner (``python -m helpers.runner``);
-5. ``cluster-down``.
+3. ``cluster-up-again``: the same command once more, on the running cluster: set-up is safe to
+   run twice, and its seconds say what a re-run costs;
+4. ``pytest -m cluster``: the kind tests (tests/test_cluster_kind.py) and every lab with
+   ``BACKEND="kind"``, results-checked like the embedded run (tests/test_labs_kind.py), which
+   records each lab's status and seconds in ``build/cluster-labs.json``;
+5. ``cluster-down``, then ``cluster-down-again`` (cleanup is safe twice too).
 
-The results (seconds per step, exit codes, peak memory in use on the machine, ``docker system
-df``) go to ``build/cluster-results.json``. Nothing here is part of ``make test``.
+The results (seconds per step, exit codes, each lab's seconds, peak memory in use on the
+machine, ``docker system df``) go to ``build/cluster-results.json``. Nothing here is part of
+``make test``.
 """
 
 from __future__ import annotations
@@ -63,10 +67,17 @@ def steps(python: str = sys.executable) -> list[tuple[str, list[str]]]:
     return [
         ("cluster-images", [python, "-m", "helpers.backend.kind.maintainer", "images"]),
         ("cluster-up", [python, "-m", "helpers.cluster", "up"]),
-        ("pytest-cluster", [python, "-m", "pytest", "-m", "cluster", "-p", "no:randomly", "-q"]),
-        ("labs-kind", [python, "-m", "helpers.runner", "--backend", "kind", "--jobs", "1"]),
+        ("cluster-up-again", [python, "-m", "helpers.cluster", "up"]),
+        ("pytest-cluster", [python, "-m", "pytest", "-m", "cluster", "-p", "no:randomly", "-q",
+                            "--durations=0"]),
         ("cluster-down", [python, "-m", "helpers.cluster", "down"]),
+        ("cluster-down-again", [python, "-m", "helpers.cluster", "down"]),
     ]
+
+
+def labs_file() -> Path:
+    """Where tests/test_labs_kind.py records each lab's status and seconds on kind."""
+    return paths.build_dir() / "cluster-labs.json"
 
 
 def run_all(results: Path | None = None, only: list[str] | None = None) -> dict:
@@ -76,6 +87,9 @@ def run_all(results: Path | None = None, only: list[str] | None = None) -> dict:
     logs = results.parent / "cluster-logs"
     logs.mkdir(exist_ok=True)
     record: dict = {"started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "steps": {}}
+    labs = labs_file()
+    if not only or "pytest-cluster" in only:
+        labs.unlink(missing_ok=True)  # this run's labs only
     with PeakMemory() as memory:
         for name, argv in steps():
             if only and name not in only:
@@ -91,6 +105,7 @@ def run_all(results: Path | None = None, only: list[str] | None = None) -> dict:
             print(f"   {name}: exit {proc.returncode} in {record['steps'][name]['seconds']} s",
                   flush=True)
             results.write_text(json.dumps(record, indent=2) + "\n")
+    record["labs"] = json.loads(labs.read_text()) if labs.is_file() else {}
     record["memory_mib"] = {"baseline": memory.baseline, "peak": memory.peak}
     df = subprocess.run(["docker", "system", "df"], capture_output=True, text=True, check=False)
     record["docker_system_df"] = df.stdout.strip().splitlines()
