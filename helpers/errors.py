@@ -56,8 +56,17 @@ class PipelineError(LabError):
     """The pipeline could not be compiled, validated or run (the message says which step)."""
 
 
+#: What a command-line entry point prints when Ctrl-C stops it (see :func:`cli_errors`).
+INTERRUPTED = ("interrupted: stopped before it finished. What was done stays done; run the same "
+               "command again to carry on (it reuses what exists).")
+
+
 def cli_errors(main: Callable[..., T]) -> Callable[..., T]:
-    """Decorate a command-line ``main`` so a :class:`LabError` exits 2 with its message."""
+    """Decorate a command-line ``main`` so a :class:`LabError` exits 2 with its message.
+
+    Ctrl-C (``KeyboardInterrupt``) exits 130, as a shell reports it, with one line instead
+    of a traceback: every command decorated here is safe to run again, and says so.
+    """
 
     @wraps(main)
     def wrapper(*args, **kwargs):
@@ -66,5 +75,8 @@ def cli_errors(main: Callable[..., T]) -> Callable[..., T]:
         except LabError as exc:
             print(f"error: {exc}", file=sys.stderr)
             raise SystemExit(2) from None
+        except KeyboardInterrupt:
+            print(INTERRUPTED, file=sys.stderr)
+            raise SystemExit(130) from None
 
     return wrapper

@@ -165,6 +165,68 @@ def test_a_model_trained_in_the_notebook_is_copied_onto_the_pvc(target, tmp_path
     k8s.wait_for(lambda: kind_serving._loader_phase(api) is None, 60, "the loader pod to be deleted")
 
 
+def test_requests_survive_the_predictor_pod_being_deleted(target, tmp_path):
+    """The fault: the predictor pod is deleted while requests flow; none of them is lost.
+
+    The Deployment starts a new pod; until it is Ready the port-forward's kubectl ends
+    (its pod is gone) and :class:`~helpers.kube.kubectl.PortForward` starts it again on the
+    same local port, while :class:`~helpers.serving.client.Endpoint` retries refused
+    connections and 503s. Every request must come back with the local model's labels.
+    """
+    import threading
+    import time
+
+    from helpers.serving import isvc
+    from helpers.serving.client import Endpoint
+
+    result = training.train(seed=42)
+    saved = training.save_model(result.model, tmp_path, name="iris", fmt="json")
+    uri = kind_serving.upload_model(saved.parent, target=target)
+    info = kind_serving.deploy_inference_service(isvc.inference_service("iris", uri), target,
+                                                 timeout=600)
+    X, _, _, _ = training.load_iris()
+    want = np.argmax(result.model.predict_proba(X[:5]), axis=1)
+    api = kind_training.api_client(target)
+    selector = "serving.kserve.io/inferenceservice=iris"
+
+    def predictor_pods() -> list[str]:
+        pods = k8s.pods(api, info["namespace"], selector)
+        return sorted(p.metadata.name for p in pods if p.metadata.deletion_timestamp is None)
+
+    before = predictor_pods()
+    assert len(before) == 1, before
+    answers, failures, stop = [], [], threading.Event()
+    with kubectl_run.port_forward(info["predictor_service"], info["namespace"], 80,
+                                  target=target) as fwd:
+        endpoint = Endpoint(fwd.url, "iris", retries=12, retry_delay=1.0)
+
+        def send() -> None:
+            while not stop.is_set():
+                try:
+                    answers.append(endpoint.labels(X[:5], "v1"))
+                except Exception as exc:  # noqa: BLE001 - every failure is the finding
+                    failures.append(repr(exc))
+                time.sleep(0.2)
+
+        sender = threading.Thread(target=send, daemon=True)
+        sender.start()
+        k8s.wait_for(lambda: len(answers) >= 5, 60, "requests to flow before the fault")
+        served_before = len(answers)
+        kubectl_run.kubectl("delete", "pod", before[0], "-n", info["namespace"], "--wait=false")
+        k8s.wait_for(lambda: predictor_pods() and predictor_pods() != before, 180,
+                     "the Deployment to start a new predictor pod")
+        k8s.wait_for(lambda: len(answers) >= served_before + 20, 300,
+                     "requests to be answered by the new predictor pod")
+        stop.set()
+        sender.join(timeout=60)
+        restarts, retried = fwd.restarts, endpoint.retried
+        endpoint.close()
+    assert not failures, failures[:3]
+    assert all(np.array_equal(a, want) for a in answers)
+    # the fault really hit the path: the forward was restarted or the endpoint retried
+    assert restarts + retried >= 1, (restarts, retried)
+
+
 def test_cleanup_is_safe_twice(target):
     kind_serving.cleanup(target)
     kind_serving.cleanup(target)

@@ -44,6 +44,21 @@ def test_cli_errors_exit_2_with_message(capsys):
     assert "the manifest is bad: fix field x" in capsys.readouterr().err
 
 
+def test_cli_errors_turn_ctrl_c_into_exit_130_and_one_line(capsys):
+    """Ctrl-C in a CLI: exit 130 and one line saying a re-run carries on, no traceback."""
+
+    @cli_errors
+    def main():
+        raise KeyboardInterrupt
+
+    with pytest.raises(SystemExit) as exc:
+        main()
+    assert exc.value.code == 130
+    err = capsys.readouterr().err
+    assert err.startswith("interrupted:") and "run the same command again" in err
+    assert "Traceback" not in err
+
+
 def test_write_results_is_json_with_lab_key(tmp_path):
     """write_results writes <dir>/<lab>.json with plain JSON values."""
     np = pytest.importorskip("numpy")

@@ -294,15 +294,44 @@ def test_local_cluster_only_when_the_node_image_was_built_here(monkeypatch, tmp_
 def test_test_cluster_steps_in_order_and_nothing_from_make_test():
     from helpers.backend.kind.maintainer import testrun
     names = [name for name, _ in testrun.steps("py")]
-    assert names == ["cluster-images", "cluster-up", "cluster-up-again", "pytest-cluster",
-                     "cluster-down", "cluster-down-again"]
+    assert names == ["cluster-images", "cluster-up-interrupted", "cluster-up", "cluster-up-again",
+                     "pytest-cluster", "cluster-down", "cluster-down-again"]
     argvs = dict(testrun.steps("py"))
-    assert argvs["cluster-up"] == argvs["cluster-up-again"]  # the same set-up, run twice
+    # the same set-up, Ctrl-C'd part-way, then run to the end, then run again
+    assert argvs["cluster-up-interrupted"] == argvs["cluster-up"] == argvs["cluster-up-again"]
+    assert set(testrun.INTERRUPT_AFTER) == {"cluster-up-interrupted"}
     assert argvs["cluster-down"] == argvs["cluster-down-again"]
     assert argvs["pytest-cluster"][:5] == ["py", "-m", "pytest", "-m", "cluster"]
     makefile = (Path(__file__).resolve().parents[1] / "Makefile").read_text()
     test_recipe = makefile.split("\ntest:", 1)[1].split("\n\n", 1)[0]
     assert "cluster-images" not in test_recipe and "test-cluster" not in test_recipe
+
+
+_SLEEPER = ("import sys, time\n"
+            "from helpers.errors import cli_errors\n"
+            "cli_errors(lambda: time.sleep(float(sys.argv[1])))()\n")
+
+
+def test_an_interrupted_step_must_stop_by_itself_with_130_and_no_traceback(tmp_path, monkeypatch):
+    from helpers.backend.kind.maintainer import testrun
+    monkeypatch.setattr(testrun, "INTERRUPT_GRACE", 5.0)
+    with (tmp_path / "a.log").open("w") as log:  # Ctrl-C'd mid-sleep: exit 130, one line
+        out = testrun.run_step([sys.executable, "-c", _SLEEPER, "30"], log, interrupt_after=1.0)
+    assert out["interrupted"] and out["returncode"] == 130 and out["ok"], out
+    assert out["stopped_seconds"] < 5
+    assert (tmp_path / "a.log").read_text().startswith("interrupted:")
+    with (tmp_path / "b.log").open("w") as log:  # done before the Ctrl-C: nothing to interrupt
+        out = testrun.run_step([sys.executable, "-c", _SLEEPER, "0"], log, interrupt_after=20.0)
+    assert out == {"returncode": 0, "interrupted": False, "ok": True}
+    monkeypatch.setattr(testrun, "INTERRUPT_GRACE", 1.0)
+    ignores = "import signal, time; signal.signal(signal.SIGINT, signal.SIG_IGN); time.sleep(30)"
+    with (tmp_path / "c.log").open("w") as log:  # ignores Ctrl-C: killed, and not ok
+        out = testrun.run_step([sys.executable, "-c", ignores], log, interrupt_after=1.0)
+    assert out["interrupted"] and out["returncode"] == -9 and out["ok"] is False, out
+    with (tmp_path / "d.log").open("w") as log:  # a traceback on Ctrl-C is not ok either
+        out = testrun.run_step([sys.executable, "-c", "import time; time.sleep(30)"], log,
+                               interrupt_after=1.0)
+    assert out["interrupted"] and out["ok"] is False, out
 
 
 def test_run_all_records_each_step_and_goes_on_after_a_failure(monkeypatch, tmp_path):

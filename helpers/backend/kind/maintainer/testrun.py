@@ -3,14 +3,20 @@
 Steps, each timed (a failed step is recorded and the run goes on to ``cluster-down``):
 
 1. ``cluster-images``: the node image and the add-on images, built or reused;
-2. ``cluster-up`` (``python -m helpers.cluster up``): creates the cluster from the node image
-   built here (see :func:`.kindconfig.local_cluster`) and installs the add-ons;
-3. ``cluster-up-again``: the same command once more, on the running cluster: set-up is safe to
+2. ``cluster-up-interrupted``: ``cluster up`` (from nothing, unless a cluster is up),
+   stopped by Ctrl-C (SIGINT to its whole process group, as a terminal sends it)
+   :data:`INTERRUPT_AFTER` seconds in, part-way through (creating the cluster, loading images
+   or installing): the fault a learner makes. It must stop within :data:`INTERRUPT_GRACE`
+   seconds and say so, without a traceback;
+3. ``cluster-up`` (``python -m helpers.cluster up``): carries on from there: creates what is
+   missing (from the node image built here, see :func:`.kindconfig.local_cluster`) and
+   installs the add-ons;
+4. ``cluster-up-again``: the same command once more, on the running cluster: set-up is safe to
    run twice, and its seconds say what a re-run costs;
-4. ``pytest -m cluster``: the kind tests (tests/test_cluster_kind.py) and every lab with
+5. ``pytest -m cluster``: the kind tests (tests/test_cluster_kind.py) and every lab with
    ``BACKEND="kind"``, results-checked like the embedded run (tests/test_labs_kind.py), which
    records each lab's status and seconds in ``build/cluster-labs.json``;
-5. ``cluster-down``, then ``cluster-down-again`` (cleanup is safe twice too).
+6. ``cluster-down``, then ``cluster-down-again`` (cleanup is safe twice too).
 
 The results (seconds per step, exit codes, each lab's seconds, peak memory in use on the
 machine, ``docker system df``) go to ``build/cluster-results.json``. Nothing here is part of
@@ -20,6 +26,8 @@ machine, ``docker system df``) go to ``build/cluster-results.json``. Nothing her
 from __future__ import annotations
 
 import json
+import os
+import signal
 import subprocess
 import sys
 import threading
@@ -66,6 +74,7 @@ def steps(python: str = sys.executable) -> list[tuple[str, list[str]]]:
     """The commands ``make test-cluster`` runs, in order (name, argv)."""
     return [
         ("cluster-images", [python, "-m", "helpers.backend.kind.maintainer", "images"]),
+        ("cluster-up-interrupted", [python, "-m", "helpers.cluster", "up"]),
         ("cluster-up", [python, "-m", "helpers.cluster", "up"]),
         ("cluster-up-again", [python, "-m", "helpers.cluster", "up"]),
         ("pytest-cluster", [python, "-m", "pytest", "-m", "cluster", "-p", "no:randomly", "-q",
@@ -73,6 +82,44 @@ def steps(python: str = sys.executable) -> list[tuple[str, list[str]]]:
         ("cluster-down", [python, "-m", "helpers.cluster", "down"]),
         ("cluster-down-again", [python, "-m", "helpers.cluster", "down"]),
     ]
+
+
+#: Steps stopped by Ctrl-C after this many seconds (their exit status is then expected to be 130).
+INTERRUPT_AFTER = {"cluster-up-interrupted": 150.0}
+#: Seconds an interrupted step may take to stop before it counts as hung (then it is killed).
+INTERRUPT_GRACE = 60.0
+
+
+def run_step(argv: list[str], log, interrupt_after: float | None = None) -> dict:
+    """Run one step, its output to ``log``; with ``interrupt_after``, Ctrl-C it that many s in.
+
+    Returns ``returncode`` and, for an interrupted step, ``interrupted`` (whether it was still
+    running when the SIGINT went), ``stopped_seconds`` (SIGINT to exit) and ``ok``: it ended
+    by itself, exit 130, within :data:`INTERRUPT_GRACE`, and its output has no traceback; or
+    it finished before the SIGINT (then exit 0 is ok: there was nothing to interrupt).
+    """
+    proc = subprocess.Popen(argv, cwd=paths.ROOT, stdout=log, stderr=subprocess.STDOUT,
+                            start_new_session=interrupt_after is not None)
+    if interrupt_after is None:
+        return {"returncode": proc.wait()}
+    try:
+        return {"returncode": proc.wait(timeout=interrupt_after), "interrupted": False,
+                "ok": proc.returncode == 0}
+    except subprocess.TimeoutExpired:
+        pass
+    os.killpg(proc.pid, signal.SIGINT)
+    sent = time.perf_counter()
+    try:
+        code = proc.wait(timeout=INTERRUPT_GRACE)
+        hung = False
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        code, hung = proc.wait(), True
+    stopped = round(time.perf_counter() - sent, 1)
+    log.flush()
+    text = Path(log.name).read_text(errors="replace")
+    return {"returncode": code, "interrupted": True, "stopped_seconds": stopped,
+            "ok": not hung and code == 130 and "Traceback" not in text}
 
 
 def labs_file() -> Path:
@@ -97,18 +144,16 @@ def run_all(results: Path | None = None, only: list[str] | None = None) -> dict:
             print(f"== {name}: {' '.join(argv[1:])}", flush=True)
             start = time.perf_counter()
             with (logs / f"{name}.log").open("w") as log:
-                proc = subprocess.run(argv, cwd=paths.ROOT, stdout=log, stderr=subprocess.STDOUT,
-                                      check=False)
-            record["steps"][name] = {"seconds": round(time.perf_counter() - start, 1),
-                                     "returncode": proc.returncode,
+                outcome = run_step(argv, log, INTERRUPT_AFTER.get(name))
+            record["steps"][name] = {"seconds": round(time.perf_counter() - start, 1), **outcome,
                                      "log": str((logs / f"{name}.log").relative_to(paths.ROOT))}
-            print(f"   {name}: exit {proc.returncode} in {record['steps'][name]['seconds']} s",
+            print(f"   {name}: exit {outcome['returncode']} in {record['steps'][name]['seconds']} s",
                   flush=True)
             results.write_text(json.dumps(record, indent=2) + "\n")
     record["labs"] = json.loads(labs.read_text()) if labs.is_file() else {}
     record["memory_mib"] = {"baseline": memory.baseline, "peak": memory.peak}
     df = subprocess.run(["docker", "system", "df"], capture_output=True, text=True, check=False)
     record["docker_system_df"] = df.stdout.strip().splitlines()
-    record["ok"] = all(s["returncode"] == 0 for s in record["steps"].values())
+    record["ok"] = all(s.get("ok", s["returncode"] == 0) for s in record["steps"].values())
     results.write_text(json.dumps(record, indent=2) + "\n")
     return record
