@@ -415,7 +415,7 @@ def test_up_runs_every_step_in_order(fakes):
     fakes.on("kubectl", "get deployment training-operator",
              stdout=_operator(["/manager", "--gang-scheduler-name=volcano"]))
     summary = kind_installs.up(build_image=False, timeout=30)
-    assert summary["installed"] == list(kind_installs.COMPONENTS)
+    assert summary["installed"] == list(kind_installs.COMPONENTS) and summary["skipped"] == []
     assert sum(summary["gpus"].values()) == kind_lifecycle.TOTAL_FAKE_GPUS
     order = [(c["tool"], " ".join(c["argv"])) for c in fakes.calls()]
     firsts = {}
@@ -433,6 +433,20 @@ def test_up_runs_every_step_in_order(fakes):
     # Every kubectl call names the kit's context, except kubeconfig bookkeeping.
     for argv in fakes.argvs("kubectl"):
         assert argv[:2] == CTX or argv[0] == "config", argv
+
+
+def test_a_skipped_install_is_reported_as_skipped_not_installed(fakes, monkeypatch, capsys):
+    """No registry: Trainer v2 skips itself (its images are not built here) and says so."""
+    monkeypatch.setenv("KFLABS_NO_REGISTRY", "1")
+    fakes.on("kind", "version", stdout=f"kind {versions.pin('kind')} go1.24 linux/amd64\n")
+    fakes.on("kind", "get clusters", stdout="kflabs\n")
+    fakes.on("kubectl", "get nodes", stdout=nodes_json(
+        {"kflabs-worker": 3, "kflabs-worker2": 3, "kflabs-worker3": 2}))
+    monkeypatch.setattr(kind_installs, "load_kit_images", lambda: None)
+    summary = kind_installs.up(components=["trainer-v2"], build_image=False, timeout=30)
+    assert summary["installed"] == [] and summary["skipped"] == ["trainer-v2"]
+    assert "skipping Kubeflow Trainer" in capsys.readouterr().out
+    assert not any("trainer.git" in " ".join(a) for a in fakes.argvs("kubectl"))
 
 
 def test_up_rejects_unknown_components(fakes):

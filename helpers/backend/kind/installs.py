@@ -235,7 +235,7 @@ def trainer_v2_kustomizations() -> tuple[str, str]:
     return f"{base}/manager{ref}", f"{base}/runtimes{ref}"
 
 
-def install_trainer_v2(timeout: float = INSTALL_TIMEOUT) -> None:
+def install_trainer_v2(timeout: float = INSTALL_TIMEOUT) -> bool:
     """Install Kubeflow Trainer v2 + JobSet, upstream's runtimes and the kit's runtime.
 
     Upstream's overlays at the pin ``trainer``: ``manifests/overlays/manager`` (the controller
@@ -244,6 +244,9 @@ def install_trainer_v2(timeout: float = INSTALL_TIMEOUT) -> None:
     ClusterTrainingRuntime. The CRDs do not clash with v1's: v1 serves ``kubeflow.org/v1``
     from namespace ``kubeflow``, v2 ``trainer.kubeflow.org/v1alpha1`` from ``kubeflow-system``.
     Idempotent (server-side apply; nothing is patched afterwards), so it is simply re-run.
+
+    Returns:
+        False when it was skipped (no registry: its images are not built here), else True.
     """
     from helpers.backend.kind import sources, trainer_v2
 
@@ -253,7 +256,7 @@ def install_trainer_v2(timeout: float = INSTALL_TIMEOUT) -> None:
         print(f"skipping Kubeflow Trainer {versions.pin('trainer')}: with {sources.NO_REGISTRY_ENV}=1 "
               "its images (trainer-controller-manager, jobset) are not built here yet, so lab 06 "
               "trains with TRAINER='v1' on this cluster")
-        return
+        return False
     print(f"installing Kubeflow Trainer {versions.pin('trainer')} "
           f"(JobSet {versions.pin('jobset')}) and its runtimes")
     require_tools("git")  # kubectl's kustomize clones the repository at the tag
@@ -267,6 +270,7 @@ def install_trainer_v2(timeout: float = INSTALL_TIMEOUT) -> None:
     retry_transient(["kubectl", "--context", CONTEXT, "apply", "--server-side", "--force-conflicts",
                      "-f", str(trainer_v2.runtime_file())],
                     what="apply the kit's ClusterTrainingRuntime", timeout=timeout)
+    return True
 
 
 def up(*, components: Iterable[str] = COMPONENTS, gpus: int = lifecycle.TOTAL_FAKE_GPUS,
@@ -280,7 +284,7 @@ def up(*, components: Iterable[str] = COMPONENTS, gpus: int = lifecycle.TOTAL_FA
         build_image: build the training image and load it into the nodes.
 
     Returns:
-        A summary: cluster name, context, fake GPU layout, installed components, image.
+        A summary: cluster name, context, fake GPU layout, installed and skipped components, image.
     """
     wanted = list(components)
     unknown = sorted(set(wanted) - set(COMPONENTS))
@@ -298,15 +302,15 @@ def up(*, components: Iterable[str] = COMPONENTS, gpus: int = lifecycle.TOTAL_FA
              "trainer-v2": install_trainer_v2}
     if "kserve" in wanted and "cert-manager" not in wanted:
         wanted.append("cert-manager")  # KServe's webhooks cannot get certificates without it
-    done = []
+    done, skipped = [], []
     for name in COMPONENTS:
         if name in wanted:
-            steps[name](timeout)
-            done.append(name)
+            # an installer that returns False skipped itself, saying why
+            (skipped if steps[name](timeout) is False else done).append(name)
     image = images.ensure_training_image() if build_image else None
     print(f"cluster ready: context {CONTEXT}; run the labs with BACKEND=\"kind\"")
     return {"cluster": CLUSTER_NAME, "context": CONTEXT, "gpus": layout, "installed": done,
-            "training_image": image}
+            "skipped": skipped, "training_image": image}
 
 
 def down() -> bool:
