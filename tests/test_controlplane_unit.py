@@ -2,19 +2,22 @@
 
 from __future__ import annotations
 
+import json
+import re
 import socket
 import sys
 
 import pytest
 import yaml
 
-from helpers import controlplane, versions
+from helpers import controlplane, paths, versions
 from helpers.backend import scheduling_run
 from helpers.backend.kwok import build as kwok_build
 from helpers.backend.kwok import layout as kwok_layout
 from helpers.backend.kwok import nodes as kwok_nodes
 from helpers.backend.kwok import supervisor as kwok_supervisor
 from helpers.errors import BackendUnavailable, LabError
+from helpers.kube import client as k8s
 
 
 def test_wrapper_modules_agree_with_versions_yaml():
@@ -303,3 +306,24 @@ def test_phase_readers_default_like_the_controllers():
     assert podgroup_phase({"status": {"phase": "Inqueue"}}) == "Inqueue"
     assert vcjob_phase({"status": {}}) is None
     assert vcjob_phase({"status": {"state": {"phase": "Running"}}}) == "Running"
+
+
+def test_kind_runs_the_workers_work_on_the_run_s_time_scale():
+    """On kind the containers really sleep WORK_SECONDS: the run scales it, services stay."""
+    from helpers import backend
+
+    docs = k8s.load_manifests(paths.manifests_dir("scheduling") / "chapter/volcano/10-train-big.yaml")
+    docs += k8s.load_manifests(paths.manifests_dir("scheduling") / "chapter/volcano/00-serving.yaml")
+
+    def work_values(doc) -> list[str]:
+        text = json.dumps(doc)
+        return re.findall(r'"name": "WORK_SECONDS", "value": "([^"]+)"', text)
+
+    before = [v for d in docs for v in work_values(d)]
+    assert "300" in before and "forever" in before, before
+    scaled = [scheduling_run.scale_work_seconds(d, 0.02) for d in docs]
+    after = [v for d in scaled for v in work_values(d)]
+    assert after == ["6" if v == "300" else v for v in before], after
+    assert [v for d in docs for v in work_values(d)] == before, "the input must not change"
+    assert work_values(scheduling_run.scale_work_seconds(docs[0], 1e-6)) == ["1"]  # >= 1 s
+    assert backend.make("kind", "t").runs_containers and not backend.make("kwok", "t").runs_containers

@@ -60,6 +60,9 @@ class Backend:
     order: ClassVar[int] = 99
     #: True when cells apply manifests to a real API server (``kind``, ``kwok``).
     is_cluster: ClassVar[bool] = False
+    #: Whether the pods' containers really run (kind), so a scheduling run shortens their
+    #: ``WORK_SECONDS`` by its time scale; on kwok nothing runs and the run completes the pods.
+    runs_containers: ClassVar[bool] = False
     #: Whether an InferenceService must also meet the cluster's own rules (its PVC, namespace).
     checks_cluster_rules: ClassVar[bool] = False
     #: Whether several labs may run at once against it (no shared cluster state).

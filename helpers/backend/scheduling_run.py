@@ -30,6 +30,10 @@ How the run maps the lesson onto a real cluster:
   ``kflabs.example.com/run-until`` = now + ``WORK_SECONDS`` x ``time_scale`` (0.02 by default),
   one time for the whole gang, and kwok completes them then. ``work=False`` leaves pods
   running forever (a snapshot).
+* On kind the containers really run: each worker waits for its peers' DNS names, then sleeps
+  ``WORK_SECONDS`` and exits. The run gives them the same time scale by rewriting the
+  ``WORK_SECONDS`` each container gets to ``WORK_SECONDS`` x ``time_scale`` (whole seconds,
+  at least 1; :func:`scale_work_seconds`), so the chapter's 300 s of work takes 6 s there.
 * The run ends when the cluster has been quiet for ``settle`` seconds with no completion
   still due, or after ``timeout`` (then a warning says so). Times in the result are in the
   lesson's seconds (real seconds / ``time_scale``): approximate, unlike the model's.
@@ -37,6 +41,8 @@ How the run maps the lesson onto a real cluster:
 
 from __future__ import annotations
 
+import copy
+import math
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -362,6 +368,33 @@ def _cleanup(api, docs: list[dict], namespaces: list[str]) -> None:
             k8s.delete(api, doc)
 
 
+def scale_work_seconds(doc: dict, time_scale: float) -> dict:
+    """A copy of ``doc`` whose containers' ``WORK_SECONDS`` is scaled by ``time_scale``.
+
+    Every ``containers`` list anywhere in the object (a Pod, a Job's or Deployment's template,
+    each task of a Volcano Job) is changed; ``forever`` (a service) stays. The value becomes
+    whole seconds, rounded up, at least 1, since busybox's ``sleep`` takes whole seconds.
+    """
+    out = copy.deepcopy(doc)
+
+    def walk(node: Any) -> None:
+        if isinstance(node, dict):
+            containers = node.get("containers")
+            for container in containers if isinstance(containers, list) else []:
+                for var in container.get("env") or []:
+                    value = var.get("value")
+                    if var.get("name") == "WORK_SECONDS" and value not in (None, "forever"):
+                        var["value"] = str(max(1, math.ceil(float(value) * time_scale)))
+            for child in node.values():
+                walk(child)
+        elif isinstance(node, list):
+            for child in node:
+                walk(child)
+
+    walk(out)
+    return out
+
+
 def run(manifest_paths: Sequence[str | Path] | str | Path, nodes: Sequence[NodeSpec], *,  # noqa: PLR0913 - keyword-only knobs with defaults
         scheduler: str, backend: Any = None, kubeconfig: str | None = None, seed: int = 0,
         work: bool = True, time_scale: float = 0.02, settle: float = 3.0,
@@ -405,6 +438,8 @@ def run(manifest_paths: Sequence[str | Path] | str | Path, nodes: Sequence[NodeS
                                  f"helpers.backend.resolve('kwok')), got {backend!r}")
     api = _connect(backend, kubeconfig)
     per_file = [k8s.load_manifests(f) for f in files]
+    if getattr(backend, "runs_containers", False):
+        per_file = [[scale_work_seconds(d, time_scale) for d in file_docs] for file_docs in per_file]
     docs = [d for file_docs in per_file for d in file_docs]
     namespaces = sorted({d["metadata"]["name"] for d in docs if d.get("kind") == "Namespace"}
                         | {d["metadata"].get("namespace") for d in docs

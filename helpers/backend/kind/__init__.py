@@ -54,6 +54,7 @@ class KindBackend(Backend):
     name = "kind"
     order = 1
     is_cluster = True
+    runs_containers = True
     checks_cluster_rules = True
 
     @classmethod
