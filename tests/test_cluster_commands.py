@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import stat
+import subprocess
 import sys
 import textwrap
 import time
@@ -561,6 +562,50 @@ def test_model_payload_is_the_one_model_file_under_its_name(tmp_path):
         assert tar.getnames() == ["iris-v2/model.json"]
 
 
+def _run_extract(payload: str, name: str, root: Path) -> subprocess.CompletedProcess:
+    """The loader pod's unpack script, run here by this Python on a local folder."""
+    return subprocess.run([sys.executable, "-c", kind_serving._EXTRACT, name, str(root)],
+                          input=payload, capture_output=True, text=True, check=False)
+
+
+def test_the_loader_script_unpacks_a_payload_and_replaces_the_old_model(tmp_path):
+    """The script the loader pod runs (any Python 3: no tarfile filter needed)."""
+    root = tmp_path / "mnt"
+    (root / "iris").mkdir(parents=True)
+    (root / "iris" / "model.ubj").write_text("old")
+    (root / "other").mkdir()
+    payload = kind_serving.model_payload(_model_folder(tmp_path, "model.json"), "iris")
+    proc = _run_extract(payload, "iris", root)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split() == [str(root / "iris" / "model.json")]
+    assert (root / "iris" / "model.json").read_text() == '{"learner": {}}'
+    assert (root / "other").is_dir(), "another model's folder is left alone"
+
+
+@pytest.mark.parametrize("member", ["../evil.json", "iris/../../evil.json", "/abs.json",
+                                    "iris/sub/model.json", "iris/link"])
+def test_the_loader_script_refuses_anything_but_files_under_the_name(tmp_path, member):
+    import base64
+    import io
+    import tarfile
+
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w:gz") as tar:
+        info = tarfile.TarInfo(member)
+        if member.endswith("link"):
+            info.type, info.linkname = tarfile.SYMTYPE, "/etc/passwd"
+            tar.addfile(info)
+        else:
+            info.size = 2
+            tar.addfile(info, io.BytesIO(b"{}"))
+    root = tmp_path / "mnt"
+    root.mkdir()
+    proc = _run_extract(base64.b64encode(buf.getvalue()).decode(), "iris", root)
+    assert proc.returncode == 1 and "refused" in proc.stderr, (proc.returncode, proc.stderr)
+    assert list(root.iterdir()) == [] and not (tmp_path / "evil.json").exists()
+    assert _run_extract("", "..", root).returncode == 1
+
+
 def test_model_payload_refuses_an_ambiguous_folder(tmp_path):
     from helpers.errors import ModelStoreError
 
@@ -578,7 +623,7 @@ def test_extract_on_loader_streams_the_payload_through_kubectl_exec(fakes):
     assert argv[:8] == [*CTX, "exec", "-i", "-n", kube_names.MODEL_NAMESPACE, kind_serving.LOADER_POD,
                         "--"]
     assert argv[8:10] == ["python", "-c"] and argv[-1] == "iris"
-    assert "filter='data'" in argv[10]
+    assert argv[10] == kind_serving._EXTRACT  # the script the two tests above run
     assert call["stdin"] == "UEsFBg=="
 
 

@@ -23,15 +23,29 @@ from helpers.serving.isvc import pvc_uri
 
 # --------------------------------------------------------------------------- labs: model volume
 LOADER_POD = "model-store-loader"
-#: Runs inside the loader pod: unpack the base64 tar.gz from stdin into the volume, replacing
-#: that model's folder, with tarfile's "data" filter (no absolute paths, links or devices).
-_EXTRACT = (
-    "import base64, io, shutil, sys, tarfile, pathlib; name = sys.argv[1]; "
-    "shutil.rmtree(pathlib.Path('/mnt/models', name), ignore_errors=True); "
-    "tarfile.open(fileobj=io.BytesIO(base64.b64decode(sys.stdin.read())), mode='r:gz')"
-    ".extractall('/mnt/models', filter='data'); "
-    "print('\\n'.join(sorted(str(p) for p in pathlib.Path('/mnt/models', name).rglob('*'))))"
-)
+#: Run by the loader pod's Python: unpack the payload (stdin) into ``<root>/<name>``, list it.
+#: Only regular files at ``<name>/<file>`` (the shape :func:`model_payload` writes) are
+#: written, each by name: no links, no paths that climb out, on any Python 3 (the stand-in
+#: image's Debian 3.11.2 predates ``extractall(filter=...)``).
+_EXTRACT = """
+import base64, io, pathlib, shutil, sys, tarfile
+name = sys.argv[1]
+if not name or '/' in name or name in ('.', '..'):
+    sys.exit(f'refused model name {name!r}')
+root = pathlib.Path(sys.argv[2] if len(sys.argv) > 2 else '/mnt/models')
+data = io.BytesIO(base64.b64decode(sys.stdin.read()))
+with tarfile.open(fileobj=data, mode='r:gz') as tar:
+    members = tar.getmembers()
+    for m in members:
+        top, _, base = m.name.partition('/')
+        if not m.isfile() or top != name or not base or '/' in base or base in ('.', '..'):
+            sys.exit(f'refused {m.name!r}: only regular files directly under {name}/')
+    shutil.rmtree(root / name, ignore_errors=True)
+    (root / name).mkdir(parents=True)
+    for m in members:
+        (root / m.name).write_bytes(tar.extractfile(m).read())
+print('\\n'.join(sorted(str(p) for p in (root / name).rglob('*'))))
+"""
 
 
 def loader_pod_manifest(image: str) -> dict:
