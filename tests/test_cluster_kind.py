@@ -120,6 +120,30 @@ def test_training_operator_runs_with_the_volcano_gang_flag(target):
     assert kind_installs.patch_training_operator() is False  # already there: nothing to do
 
 
+def test_scheduling_pods_really_rendezvous_then_complete(target):
+    """Lab 01's two 4-worker gangs under Volcano, on real containers: every worker waits for
+    its peers' DNS names, says so, works its (scaled) WORK_SECONDS and exits 0."""
+    from helpers.backend import scheduling_run
+    from helpers.scheduling import make_nodes, scenario
+
+    sc = scenario("two-jobs")
+    result = scheduling_run.run(sc.paths("volcano"), make_nodes(sc.nodes, sc.node_gpus),
+                                scheduler="volcano", backend=target, cleanup=False)
+    api = kind_training.api_client(target)
+    namespace = "kflabs-scheduling"
+    try:
+        assert result.metrics["jobs_completed"] == 2 and not result.gridlocked, result.summary()
+        pods = k8s.pods(api, namespace)
+        assert len(pods) == 8 and {p.status.phase for p in pods} == {"Succeeded"}, \
+            [(p.metadata.name, p.status.phase) for p in pods]
+        for pod in pods:
+            log = k8s.pod_log(api, namespace, pod.metadata.name, 5)
+            assert "rendezvous complete: 4 worker(s)" in log, (pod.metadata.name, log)
+            assert "working for 3 s" in log, log  # its 120 s x the time scale 0.02, rounded up
+    finally:
+        k8s.delete_namespaces(api, [namespace], timeout=90, force_pods=True)
+
+
 def test_kserve_defaults_to_standard_mode(target):
     cm = _json("get", "configmap", "inferenceservice-config", "-n", "kserve")
     assert json.loads(cm["data"]["deploy"])["defaultDeploymentMode"] == "Standard"
