@@ -244,6 +244,31 @@ def test_gpu_layout_spreads_the_total(total, expected):
     assert list(kind_lifecycle.gpu_layout(["a", "b", "c"], total).values()) == expected
 
 
+@pytest.mark.parametrize("node_gpus, expected", [([2, 2, 2], [2, 2, 2]), ([2, 2], [2, 2, 0]),
+                                                 ([2, 2, 2, 2], [3, 3, 2]), ([], [0, 0, 0])])
+def test_a_scenario_s_nodes_map_onto_the_three_workers(node_gpus, expected):
+    layout = kind_lifecycle.scenario_layout(["a", "b", "c"], node_gpus)
+    assert list(layout.values()) == expected and sum(expected) == sum(node_gpus)
+
+
+def test_kind_gives_the_workers_a_scenario_s_gpus_then_the_cluster_s_back(fakes):
+    """Lab 01's two-jobs case needs 6 GPUs on 3 nodes; kind's cluster-up gives 8."""
+    from helpers import backend
+    from helpers.scheduling import make_nodes
+
+    kind = backend.make("kind", "test")
+    fakes.on("kubectl", "get nodes", times=2, stdout=nodes_json(  # the workers, then the check
+        {"kflabs-worker": 2, "kflabs-worker2": 2, "kflabs-worker3": 2}))
+    kind.prepare_nodes(None, make_nodes(3, 2))
+    values = [json.loads(a[-1])[0]["value"] for a in fakes.argvs("kubectl") if "patch" in a]
+    assert values == ["2", "2", "2"]
+    fakes.on("kubectl", "get nodes", stdout=nodes_json(
+        {"kflabs-worker": 3, "kflabs-worker2": 3, "kflabs-worker3": 2}))
+    kind.release_nodes(None)
+    values = [json.loads(a[-1])[0]["value"] for a in fakes.argvs("kubectl") if "patch" in a]
+    assert values[3:] == ["3", "3", "2"]
+
+
 # --------------------------------------------------------------------------- webhook retries
 def test_webhook_connection_refused_is_retried_then_succeeds(fakes, capsys):
     refused = ('Error from server (InternalError): Internal error occurred: failed calling '

@@ -142,6 +142,8 @@ def test_scheduling_pods_really_rendezvous_then_complete(target):
             assert "working for 3 s" in log, log  # its 120 s x the time scale 0.02, rounded up
     finally:
         k8s.delete_namespaces(api, [namespace], timeout=90, force_pods=True)
+        target.release_nodes(api)
+    assert sum(kind_lifecycle.patch_fake_gpus().values()) == kind_lifecycle.TOTAL_FAKE_GPUS
 
 
 def test_kserve_defaults_to_standard_mode(target):

@@ -83,6 +83,9 @@ class Backend:
         return cls(f"{cls.name} chosen", kubeconfig, context)
 
     # ------------------------------------------------------------------ the verbs
+    def release_nodes(self, api: Any) -> None:
+        """Undo what ``prepare_nodes`` changed on a shared cluster, after a scheduling run."""
+
     def run_scheduling(self, manifest_paths: list[Path], nodes: list, scheduler: str, *,
                        seed: int = 0, config: Any = None) -> Any:
         """Run a scenario's manifests on ``nodes`` under ``scheduler``; the model's result shape."""

@@ -416,7 +416,8 @@ def run(manifest_paths: Sequence[str | Path] | str | Path, nodes: Sequence[NodeS
         time_scale: Real seconds per lesson second.
         settle: Seconds without any change that end the run (and separate apply steps).
         timeout: Upper bound on the observation, in real seconds.
-        cleanup: Delete the scenario's namespaces, Queues and PriorityClasses afterwards.
+        cleanup: Delete the scenario's namespaces, Queues and PriorityClasses afterwards,
+            and give a shared cluster its nodes back (``backend.release_nodes``).
 
     Returns:
         A :class:`SchedulingResult` with ``backend`` set to the cluster's kind.
@@ -482,6 +483,7 @@ def run(manifest_paths: Sequence[str | Path] | str | Path, nodes: Sequence[NodeS
             watch.stop()
         if cleanup:
             _cleanup(api, docs, namespaces)
+            backend.release_nodes(api)  # kind: the cluster's own fake GPUs again
     return result
 
 

@@ -77,7 +77,22 @@ class KindBackend(Backend):
         return scheduling_run.run(manifest_paths, nodes, scheduler=scheduler, backend=self, seed=seed)
 
     def prepare_nodes(self, api: Any, nodes: list) -> None:
-        """kind's nodes are real: ``make cluster-up`` gave them their fake GPUs already."""
+        """kind's nodes are real: their fake GPUs become the scenario's, node by node.
+
+        The two-jobs scenario needs exactly 6 GPUs on 3 nodes to gridlock; the cluster's own
+        8 (``make cluster-up``) would fit both gangs. :meth:`release_nodes` puts the 8 back.
+        """
+        from helpers.backend.kind import lifecycle
+        from helpers.scheduling.model import GPU
+
+        lifecycle.patch_fake_gpus(layout=lifecycle.scenario_layout(
+            lifecycle.worker_nodes(), [n.allocatable.get(GPU, 0) for n in nodes]))
+
+    def release_nodes(self, api: Any) -> None:
+        """Give the workers back ``make cluster-up``'s fake GPUs after a scheduling run."""
+        from helpers.backend.kind import lifecycle
+
+        lifecycle.patch_fake_gpus()
 
     def publish_model(self, folder: Path, name: str) -> str:
         """Copy the folder onto the cluster's model PVC."""

@@ -158,8 +158,28 @@ def gpu_layout(nodes: Sequence[str], total: int = TOTAL_FAKE_GPUS) -> dict[str, 
     return {n: base + (1 if i < extra else 0) for i, n in enumerate(nodes)}
 
 
+def scenario_layout(workers: Sequence[str], node_gpus: Sequence[int]) -> dict[str, int]:
+    """The fake GPUs each worker gets for a scheduling scenario's nodes (``node_gpus``).
+
+    With no more scenario nodes than workers, worker ``i`` gets node ``i``'s GPUs and the
+    others none, so the cluster holds the scenario's GPUs, node by node. With more (the
+    chapter's 4 nodes on kind's 3 workers), the scenario's total is spread as
+    :func:`gpu_layout` does.
+
+    >>> scenario_layout(["w1", "w2", "w3"], [2, 2, 2])
+    {'w1': 2, 'w2': 2, 'w3': 2}
+    >>> scenario_layout(["w1", "w2", "w3"], [2, 2])
+    {'w1': 2, 'w2': 2, 'w3': 0}
+    >>> scenario_layout(["w1", "w2", "w3"], [2, 2, 2, 2])
+    {'w1': 3, 'w2': 3, 'w3': 2}
+    """
+    if len(node_gpus) > len(workers):
+        return gpu_layout(workers, sum(node_gpus))
+    return {w: (node_gpus[i] if i < len(node_gpus) else 0) for i, w in enumerate(workers)}
+
+
 def patch_fake_gpus(total: int = TOTAL_FAKE_GPUS, timeout: float = 60.0,
-                    sleep=time.sleep) -> dict[str, int]:
+                    sleep=time.sleep, layout: dict[str, int] | None = None) -> dict[str, int]:
     """Advertise ``example.com/gpu`` on the workers by JSON-patching each node's status.
 
     An extended resource is a plain integer count: the scheduler treats it like any other
@@ -167,10 +187,15 @@ def patch_fake_gpus(total: int = TOTAL_FAKE_GPUS, timeout: float = 60.0,
     needs. ``~1`` encodes the ``/`` in the resource name (JSON Pointer). Idempotent: "add"
     replaces an existing value.
 
+    Args:
+        total: fake GPUs in all, spread by :func:`gpu_layout` (``make cluster-up``'s 8).
+        layout: ``{worker: gpus}`` instead (a scheduling scenario's, :func:`scenario_layout`).
+
     Returns:
         ``{node: gpus}`` as now allocatable.
     """
-    layout = gpu_layout(worker_nodes(), total)
+    layout = layout if layout is not None else gpu_layout(worker_nodes(), total)
+    total = sum(layout.values())
     path = "/status/capacity/" + GPU_RESOURCE.replace("~", "~0").replace("/", "~1")
     for node, count in layout.items():
         patch = json.dumps([{"op": "add", "path": path, "value": str(count)}])
