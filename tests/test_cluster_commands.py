@@ -462,17 +462,56 @@ def test_up_runs_every_step_in_order(fakes):
 
 
 def test_a_skipped_install_is_reported_as_skipped_not_installed(fakes, monkeypatch, capsys):
-    """No registry: Trainer v2 skips itself (its images are not built here) and says so."""
-    monkeypatch.setenv("KFLABS_NO_REGISTRY", "1")
+    """An installer that returns False skipped itself: the summary lists it as skipped."""
     fakes.on("kind", "version", stdout=f"kind {versions.pin('kind')} go1.24 linux/amd64\n")
     fakes.on("kind", "get clusters", stdout="kflabs\n")
     fakes.on("kubectl", "get nodes", stdout=nodes_json(
         {"kflabs-worker": 3, "kflabs-worker2": 3, "kflabs-worker3": 2}))
-    monkeypatch.setattr(kind_installs, "load_kit_images", lambda: None)
+    monkeypatch.setattr(kind_installs, "install_trainer_v2", lambda timeout: False)
     summary = kind_installs.up(components=["trainer-v2"], build_image=False, timeout=30)
     assert summary["installed"] == [] and summary["skipped"] == ["trainer-v2"]
-    assert "skipping Kubeflow Trainer" in capsys.readouterr().out
-    assert not any("trainer.git" in " ".join(a) for a in fakes.argvs("kubectl"))
+
+
+def test_no_registry_trainer_v2_applies_the_rendered_installers(fakes, monkeypatch, tmp_path, capsys):
+    """No registry: Trainer v2 is installed from the installers rendered from the modules (as
+    files, not kustomize URLs; no git needed), after the images they start are kind-loaded."""
+    from helpers.backend.kind import image_build, sources
+    from helpers.backend.kind import trainer_v2 as kind_trainer_v2
+
+    monkeypatch.setenv(sources.NO_REGISTRY_ENV, "1")
+    (Path(os.environ["PATH"]) / "git").unlink()
+    manager_image = f"ghcr.io/kubeflow/trainer/trainer-controller-manager:{versions.pin('trainer')}"
+    jobset_image = f"registry.k8s.io/jobset/jobset:{versions.pin('jobset')}"
+    files = {"trainer-v2": tmp_path / "trainer-v2.yaml",
+             "trainer-v2-runtimes": tmp_path / "trainer-v2-runtimes.yaml"}
+    files["trainer-v2"].write_text("\n---\n".join(
+        json.dumps({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": name},
+                    "spec": {"template": {"spec": {"containers": [{"name": "m", "image": image}]}}}})
+        for name, image in (("jobset-controller-manager", jobset_image),
+                            ("kubeflow-trainer-controller-manager", manager_image))))
+    files["trainer-v2-runtimes"].write_text(json.dumps(
+        {"apiVersion": "trainer.kubeflow.org/v1alpha1", "kind": "ClusterTrainingRuntime",
+         "metadata": {"name": "torch-distributed"}}))
+    rendered, loaded = [], []
+    monkeypatch.setattr(sources, "rendered_installer",
+                        lambda component: rendered.append(component) or files[component])
+    monkeypatch.setattr(image_build, "load_into_kind", lambda refs, cluster: loaded.append((refs, cluster)))
+    assert kind_installs.install_trainer_v2(timeout=60) is True
+    assert rendered == ["trainer-v2", "trainer-v2-runtimes"]
+    assert loaded == [(sorted([jobset_image, manager_image]), kube_names.KIND_CLUSTER_NAME)]
+    argvs = fakes.argvs("kubectl")
+    applies = [a for a in argvs if "apply" in a]
+    assert [a[-2:] for a in applies] == [
+        ["-f", str(files["trainer-v2"])], ["-f", str(files["trainer-v2-runtimes"])],
+        ["-f", str(kind_trainer_v2.runtime_file())]]
+    for a in applies:
+        assert a[:2] == CTX and "--server-side" in a and "--force-conflicts" in a
+    rollouts = [a for a in argvs if "rollout" in a]
+    assert [r[4] for r in rollouts] == ["deployment/jobset-controller-manager",
+                                        "deployment/kubeflow-trainer-controller-manager"]
+    assert argvs.index(rollouts[-1]) < argvs.index(applies[1])
+    out = capsys.readouterr().out
+    assert "skipping" not in out and "loading the 2 image(s) trainer-v2 starts" in out
 
 
 def test_up_rejects_unknown_components(fakes):

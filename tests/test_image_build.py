@@ -23,6 +23,8 @@ def _module_cache_or_skip() -> None:
         image_build.volcano_dir()
         image_build.kserve_dir()
         image_build.training_operator_dir()
+        image_build.trainer_dir()
+        image_build.jobset_dir()
     except (BackendUnavailable, LabError) as exc:
         pytest.skip(f"the upstream modules are not reachable here: {exc}")
 
@@ -50,6 +52,9 @@ def test_images_are_tagged_at_the_pins(images):
         assert refs[name] == f"docker.io/volcanosh/{name}:{volcano}"
     assert refs["kserve-controller"] == f"kserve/kserve-controller:{kserve}"
     assert refs["xgbserver"] == f"kserve/xgbserver:{kserve}"
+    assert refs["trainer-controller-manager"] == \
+        f"ghcr.io/kubeflow/trainer/trainer-controller-manager:{versions.pin('trainer')}"
+    assert refs["jobset"] == f"registry.k8s.io/jobset/jobset:{versions.pin('jobset')}"
     assert refs["python"] == versions.pin("training_python_image")
     assert refs["busybox"].startswith("busybox:") and refs["busybox"] != "busybox:latest"
     assert len(set(refs.values())) == len(refs), "two images share a tag"
@@ -67,6 +72,22 @@ def test_go_images_hold_only_binaries_the_build_makes(images):
             assert image.entrypoint and image.files, image.key
         else:
             assert (image_build.definitions_dir() / image.dockerfile).is_file()
+
+
+def test_trainer_v2_images_reuse_the_control_planes_binaries(images):
+    """The controller manager and JobSet images hold the kwok control plane's binaries, laid
+    out as upstream's Dockerfiles do (distroless nonroot: /manager, user 65532)."""
+    by_key = {i.key: i for i in images}
+    for key, binary in (("trainer-controller-manager", "trainer-controller-manager"),
+                        ("jobset", "jobset-controller-manager")):
+        image = by_key[key]
+        assert image.files == {"/manager": binary}, key
+        assert binary in image_build.gobuild.OPTIONAL_BINARIES, key
+        assert image_build.binary_path(binary).parent == image_build.bin_dir(), key
+        assert image.entrypoint == ("/manager",) and image.user == "65532:65532", key
+        assert key in image_build.smoke_checks(), key
+        text = image_build.generated_dockerfile(image, "b")
+        assert "USER 65532:65532" in text and text.splitlines()[-1] == 'ENTRYPOINT ["/manager"]'
 
 
 def test_generated_dockerfile_copies_the_files_onto_the_base(images):
@@ -222,6 +243,44 @@ def test_rendered_installers_start_only_images_the_build_produces(images, render
     if "cert-manager" not in rendered:
         kit |= {i.ref for i in images if i.key.startswith("cert-manager-")}
     assert built - started == kit
+
+
+def test_trainer_v2_installer_bundles_jobset_from_its_module(rendered):
+    """Trainer's manager overlay with JobSet rendered from sigs.k8s.io/jobset, not from the
+    GitHub release URL: both Deployments at the pins, in kubeflow-system, nothing pulled."""
+    text = rendered["trainer-v2"]
+    objects = sources.load_all(text)
+    deployments = {o["metadata"]["name"]: o for o in objects if o["kind"] == "Deployment"}
+    assert set(deployments) == {"jobset-controller-manager", "kubeflow-trainer-controller-manager"}
+    images = {name: [c["image"] for c in sources._containers(d)] for name, d in deployments.items()}
+    assert images == {
+        "jobset-controller-manager": [f"registry.k8s.io/jobset/jobset:{versions.pin('jobset')}"],
+        "kubeflow-trainer-controller-manager":
+            [f"ghcr.io/kubeflow/trainer/trainer-controller-manager:{versions.pin('trainer')}"]}
+    assert {d["metadata"]["namespace"] for d in deployments.values()} == {"kubeflow-system"}
+    namespaces = [o["metadata"]["name"] for o in objects if o["kind"] == "Namespace"]
+    assert namespaces == ["kubeflow-system"]  # JobSet's own is removed, as upstream's patch does
+    assert "releases/download" not in text and "k8s-staging-images" not in text
+    assert "imagePullPolicy: Always" not in text
+    crds = {o["metadata"]["name"] for o in objects if o["kind"] == "CustomResourceDefinition"}
+    assert {"jobsets.jobset.x-k8s.io", "trainjobs.trainer.kubeflow.org",
+            "clustertrainingruntimes.trainer.kubeflow.org"} <= crds
+    runtimes = sources.load_all(rendered["trainer-v2-runtimes"])
+    assert {o["kind"] for o in runtimes} == {"ClusterTrainingRuntime"}
+    assert "xgboost-distributed" in {o["metadata"]["name"] for o in runtimes}
+    assert sources.started_images(rendered["trainer-v2-runtimes"]) == set()  # templates only
+
+
+def test_trainer_v2_render_refuses_a_jobset_release_other_than_the_pin(monkeypatch, tmp_path):
+    """The bundled JobSet release must be the ``jobset`` pin (versions.yaml says so)."""
+    if shutil.which("kubectl") is None:
+        pytest.skip("kubectl is not installed: the installers are rendered with `kubectl kustomize`")
+    _module_cache_or_skip()
+    monkeypatch.setattr(sources, "installers_dir", lambda: tmp_path)
+    real_pin = versions.pin
+    monkeypatch.setattr(versions, "pin", lambda name: "v9.9.9" if name == "jobset" else real_pin(name))
+    with pytest.raises(LabError, match="jobset pins"):
+        sources.render("trainer-v2")
 
 
 def test_cert_manager_installer_is_the_static_manifest(rendered):

@@ -47,17 +47,6 @@ def test_install_needs_git_for_kustomize(fakes):  # noqa: F811
     assert not [a for a in fakes.argvs("kubectl") if "apply" in a]
 
 
-def test_no_registry_path_skips_trainer_v2_saying_why(fakes, monkeypatch, capsys):  # noqa: F811
-    """Its images are not built from source yet: nothing is applied, and the message says so."""
-    from helpers.backend.kind import sources
-
-    monkeypatch.setenv(sources.NO_REGISTRY_ENV, "1")
-    kind_installs.install_trainer_v2(timeout=60)
-    assert not [a for a in fakes.argvs("kubectl") if "apply" in a]
-    out = capsys.readouterr().out
-    assert "skipping Kubeflow Trainer" in out and "TRAINER='v1'" in out
-
-
 def test_trainer_v2_is_one_of_cluster_ups_components():
     assert kind_installs.COMPONENTS[-1] == "trainer-v2"
     assert kind_installs.COMPONENTS.index("training-operator") < kind_installs.COMPONENTS.index("trainer-v2")

@@ -1,11 +1,13 @@
 """The add-on images the kind path runs, built here from source (for machines that reach no
-container registry): Volcano, the Training Operator, KServe's controller and XGBoost runtime,
-busybox and the training base image, tagged exactly as the upstream manifests name them.
+container registry): Volcano, the Training Operator, Kubeflow Trainer v2 and JobSet, KServe's
+controller and XGBoost runtime, busybox and the training base image, tagged exactly as the
+upstream manifests name them.
 
 Go binaries come from the Go module proxy at the pins in ``cluster/versions.yaml``: the ones
 the kwok control plane already builds (vc-scheduler, vc-controller-manager,
-training-operator) are reused from :func:`helpers.backend.kwok.build.build`; the image-only
-ones are built here from the same wrapper modules, or from the upstream module as published.
+training-operator, trainer-controller-manager, jobset-controller-manager) are reused from
+:func:`helpers.backend.kwok.build.build`; the image-only ones are built here from the same
+wrapper modules, or from the upstream module as published.
 Python images are built from Debian's and PyPI's packages on the Debian base image.
 
 Everything is cached: each image carries a label with the hash of its inputs (build context,
@@ -69,6 +71,7 @@ def base_image() -> str:
 def module_dir(module: str, version: str) -> Path:
     """A module's folder in the Go module cache (downloaded from the proxy if missing)."""
     go = gobuild.go_binary()
+    paths.build_dir().mkdir(parents=True, exist_ok=True)  # its cwd (a fresh checkout has none)
     proc = subprocess.run([go, "mod", "download", "-json", f"{module}@{version}"],
                           cwd=paths.build_dir(), capture_output=True, text=True,
                           env=gobuild._go_env(go), check=False)
@@ -100,6 +103,33 @@ def training_operator_ref() -> str:
         (training_operator_dir() / "manifests/overlays/standalone/kustomization.yaml").read_text())
     (entry,) = kustomization["images"]
     return f"{entry['name']}:{entry['newTag']}"
+
+
+def trainer_dir() -> Path:
+    """github.com/kubeflow/trainer/v2 at the ``trainer`` pin (Kubeflow Trainer v2)."""
+    return module_dir("github.com/kubeflow/trainer/v2", versions.pin("trainer"))
+
+
+def jobset_dir() -> Path:
+    """sigs.k8s.io/jobset at the ``jobset`` pin (the JobSet release Trainer v2 bundles)."""
+    return module_dir("sigs.k8s.io/jobset", versions.pin("jobset"))
+
+
+def trainer_ref() -> str:
+    """Trainer v2's controller manager image as its manager overlay tags it."""
+    kustomization = yaml.safe_load(
+        (trainer_dir() / "manifests/overlays/manager/kustomization.yaml").read_text())
+    (entry,) = (e for e in kustomization["images"] if e["name"].endswith("/trainer-controller-manager"))
+    return f"{entry.get('newName', entry['name'])}:{entry['newTag']}"
+
+
+def jobset_ref() -> str:
+    """JobSet's controller image as Trainer v2's ``third-party/jobset`` names it, at the
+    ``jobset`` pin."""
+    kustomization = yaml.safe_load(
+        (trainer_dir() / "manifests/third-party/jobset/kustomization.yaml").read_text())
+    (entry,) = kustomization["images"]
+    return f"{entry['newName']}:{versions.pin('jobset')}"
 
 
 def kube_rbac_proxy_ref() -> str:
@@ -344,6 +374,13 @@ def addon_images() -> list[AddonImage]:
                         "/gen-admission-secret.sh": webhook_script}),
         AddonImage("training-operator", training_operator_ref(),
                    files={"/manager": "training-operator"}, entrypoint=("/manager",)),
+        # Trainer v2 and the JobSet it runs on: binaries of the kwok control plane, images as
+        # upstream's Dockerfiles make them (distroless nonroot, ENTRYPOINT /manager).
+        AddonImage("trainer-controller-manager", trainer_ref(),
+                   files={"/manager": "trainer-controller-manager"}, entrypoint=("/manager",),
+                   user="65532:65532"),
+        AddonImage("jobset", jobset_ref(), files={"/manager": "jobset-controller-manager"},
+                   entrypoint=("/manager",), user="65532:65532"),
         AddonImage("kserve-controller", f"kserve/kserve-controller:{kserve}",
                    files={"/manager": "kserve-manager"}, entrypoint=("/manager",), user="65532:65532"),
         AddonImage("kube-rbac-proxy", kube_rbac_proxy_ref(),
@@ -614,6 +651,8 @@ def smoke_checks() -> dict[str, tuple[tuple[str, ...], str]]:
         "busybox": (("sh", "-c", "echo busybox-ok"), "busybox-ok"),
         "vc-scheduler": volcano, "vc-controller-manager": volcano, "vc-webhook-manager": volcano,
         "training-operator": (("--help",), "gang-scheduler-name"),
+        "trainer-controller-manager": (("--help",), "feature-gates"),
+        "jobset": (("--help",), "leader-elect"),
         "kserve-controller": (("--help",), "health-probe-addr"),
         "kube-rbac-proxy": (("--help",), "upstream"),
         "xgbserver": (("--help",), "--model_name"),

@@ -245,28 +245,31 @@ def install_trainer_v2(timeout: float = INSTALL_TIMEOUT) -> bool:
     from namespace ``kubeflow``, v2 ``trainer.kubeflow.org/v1alpha1`` from ``kubeflow-system``.
     Idempotent (server-side apply; nothing is patched afterwards), so it is simply re-run.
 
-    Returns:
-        False when it was skipped (no registry: its images are not built here), else True.
-    """
-    from helpers.backend.kind import sources, trainer_v2
+    Under ``KFLABS_NO_REGISTRY=1`` both overlays are rendered from the Go module cache instead
+    (:mod:`helpers.backend.kind.sources`: JobSet from its own module) and applied as files,
+    after the controller manager's and JobSet's images (built by ``make cluster-images``)
+    are loaded into the nodes.
 
-    if sources.no_registry():
-        # Not built from source yet (helpers.backend.kind.image_build has no trainer or jobset
-        # image): say so rather than apply manifests whose images no node can pull.
-        print(f"skipping Kubeflow Trainer {versions.pin('trainer')}: with {sources.NO_REGISTRY_ENV}=1 "
-              "its images (trainer-controller-manager, jobset) are not built here yet, so lab 06 "
-              "trains with TRAINER='v1' on this cluster")
-        return False
+    Returns:
+        True (it installs on both paths; ``up`` counts a False return as skipped).
+    """
+    from helpers.backend.kind import trainer_v2
+
     print(f"installing Kubeflow Trainer {versions.pin('trainer')} "
           f"(JobSet {versions.pin('jobset')}) and its runtimes")
-    require_tools("git")  # kubectl's kustomize clones the repository at the tag
-    manager, runtimes = trainer_v2_kustomizations()
-    _apply_remote(manager, what="apply Kubeflow Trainer", timeout=timeout, kustomize=True)
+    remote_manager, remote_runtimes = trainer_v2_kustomizations()
+    manager = installer_source("trainer-v2", remote_manager)
+    if manager == remote_manager:
+        require_tools("git")  # kubectl's kustomize clones the repository at the tag
+    _apply_remote(manager, what="apply Kubeflow Trainer", timeout=timeout,
+                  kustomize=manager == remote_manager)
     for deployment in TRAINER_V2_DEPLOYMENTS:
         rollout(TRAINER_V2_NAMESPACE, deployment, timeout)
     # upstream's runtimes skip the webhook (label webhook-validation: disabled); the kit's
     # runtime goes through it, so both applies retry a webhook that is still starting
-    _apply_remote(runtimes, what="apply Trainer's runtimes", timeout=timeout, kustomize=True)
+    runtimes = installer_source("trainer-v2-runtimes", remote_runtimes)
+    _apply_remote(runtimes, what="apply Trainer's runtimes", timeout=timeout,
+                  kustomize=runtimes == remote_runtimes)
     retry_transient(["kubectl", "--context", CONTEXT, "apply", "--server-side", "--force-conflicts",
                      "-f", str(trainer_v2.runtime_file())],
                     what="apply the kit's ClusterTrainingRuntime", timeout=timeout)

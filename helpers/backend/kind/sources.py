@@ -12,6 +12,13 @@ pin in the Go module cache, into ``build/kind/installers/`` (git-ignored):
   ``hack/release/generate-install.sh`` does; the runtimes' ``LLMInferenceServiceConfig``
   objects are left out (their CRDs come with the LLM controller, which is not installed);
 * the Training Operator: ``kubectl kustomize manifests/overlays/standalone`` at its tag;
+* Kubeflow Trainer v2: ``kubectl kustomize manifests/overlays/manager`` at the ``trainer`` tag,
+  rendered from a copy (in ``build/kind/installers/trainer-v2-src``) whose
+  ``third-party/jobset`` points at JobSet rendered from its own module at the ``jobset`` pin
+  (``config/default``, image ``registry.k8s.io/jobset/jobset:<pin>``) instead of the release
+  URL; its Namespace removal patch and image mapping apply as upstream; then
+  ``manifests/overlays/runtimes`` as is (its runtimes name images that are not built: they are
+  templates; the kit's own ClusterTrainingRuntime is what its TrainJobs use);
 * cert-manager: its chart (``deploy/charts/cert-manager``, with ``Chart.yaml`` and
   ``templates/crds.yaml`` made from the templates as its ``make/manifests.mk`` does) rendered
   by ``helm template`` with the flags of its static manifest (CRDs in, startupapicheck off),
@@ -44,7 +51,8 @@ NO_REGISTRY_ENV = "KFLABS_NO_REGISTRY"
 RENDERED = {"volcano": "volcano.yaml", "cert-manager": "cert-manager.yaml",
             "kserve": "kserve.yaml",
             "kserve-runtimes": "kserve-cluster-resources.yaml",
-            "training-operator": "training-operator.yaml"}
+            "training-operator": "training-operator.yaml",
+            "trainer-v2": "trainer-v2.yaml", "trainer-v2-runtimes": "trainer-v2-runtimes.yaml"}
 WORKLOAD_KINDS = ("Deployment", "DaemonSet", "StatefulSet", "Job", "CronJob", "Pod")
 _LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # KServe's installer is 50,000 lines
 
@@ -91,6 +99,10 @@ def render(component: str) -> str:
         text = _kustomize(image_build.training_operator_dir() / "manifests/overlays/standalone")
     elif component == "cert-manager":
         text = _render_cert_manager()
+    elif component == "trainer-v2":
+        text = _render_trainer_v2()
+    elif component == "trainer-v2-runtimes":
+        text = _kustomize(image_build.trainer_dir() / "manifests/overlays/runtimes")
     else:
         raise LabError(f"no installer from source for {component!r}: choose from "
                        f"{', '.join(RENDERED)}")
@@ -123,6 +135,49 @@ def _render_cert_manager() -> str:
         raise LabError(f"`helm template` of cert-manager's chart failed: {proc.stderr.strip()[-600:]}")
     namespace = (source / "deploy/manifests/namespace.yaml").read_text()
     return namespace + "\n---\n" + proc.stdout
+
+
+def _writable_copy(source: Path, dest: Path) -> Path:
+    """``dest`` replaced by a copy of ``source`` (a read-only folder of the module cache) that
+    may be edited."""
+    shutil.rmtree(dest, ignore_errors=True)
+    shutil.copytree(source, dest)
+    for p in [dest, *dest.rglob("*")]:
+        p.chmod(p.stat().st_mode | 0o200)
+    return dest
+
+
+def render_jobset() -> str:
+    """JobSet's release manifest made from its module at the ``jobset`` pin, as its Makefile's
+    ``artifacts`` target does: ``config/default`` with the manager's image set (here to the
+    reference Trainer v2 names, :func:`image_build.jobset_ref`), built by kustomize."""
+    config = _writable_copy(image_build.jobset_dir() / "config", installers_dir() / "jobset-src" / "config")
+    manager = config / "components/manager/kustomization.yaml"
+    kustomization = yaml.safe_load(manager.read_text())
+    name, _, tag = image_build.jobset_ref().rpartition(":")
+    kustomization["images"] = [{"name": "controller", "newName": name, "newTag": tag}]
+    manager.write_text(yaml.safe_dump(kustomization, sort_keys=False))
+    return _kustomize(config / "default")
+
+
+def _render_trainer_v2() -> str:
+    """Trainer v2's ``manifests/overlays/manager`` rendered from a copy of its module's
+    ``manifests`` whose ``third-party/jobset`` takes JobSet from :func:`render_jobset` instead
+    of the GitHub release URL (its image mapping and its Namespace removal patch stay)."""
+    manifests = _writable_copy(image_build.trainer_dir() / "manifests",
+                               installers_dir() / "trainer-v2-src" / "manifests")
+    jobset = manifests / "third-party/jobset"
+    kustomization = yaml.safe_load((jobset / "kustomization.yaml").read_text())
+    urls = [r for r in kustomization.get("resources", []) if "://" in r]
+    pin = versions.pin("jobset")
+    if len(urls) != 1 or f"/{pin}/" not in urls[0]:
+        raise LabError(f"Trainer {versions.pin('trainer')}'s third-party/jobset should name one "
+                       f"JobSet {pin} release, found {urls}: check the trainer and jobset pins")
+    (jobset / "jobset.yaml").write_text(render_jobset())
+    kustomization["resources"] = [r if r not in urls else "jobset.yaml"
+                                  for r in kustomization["resources"]]
+    (jobset / "kustomization.yaml").write_text(yaml.safe_dump(kustomization, sort_keys=False))
+    return _kustomize(manifests / "overlays/manager")
 
 
 def rendered_installer(component: str) -> Path:
