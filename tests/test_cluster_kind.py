@@ -181,6 +181,20 @@ def test_train_on_the_cluster_serve_and_predict_v1_v2(target):
         endpoint.close()
 
 
+def test_a_trainjob_gang_schedules_through_volcano_and_trains_onto_the_pvc(target):
+    """Kubeflow Trainer v2: the kit's TrainJob (runtime with ``podGroupPolicy: volcano``)."""
+    from helpers.backend.kind import trainer_v2 as kind_trainer_v2
+
+    run = kind_trainer_v2.run_trainjob(target, seed=42, timeout=900)
+    summary = run.as_dict()
+    assert run.succeeded, run.master_log
+    assert summary["schedulers"] == ["volcano"], summary["pods"]
+    assert len(run.pods) == 4 and run.podgroup_min_member == 4, summary
+    assert distributed.group_formed_line(4, [0, 1, 2, 3]) in run.master_log, run.master_log
+    assert f"saved model to /mnt/models/{run.model_file}" in run.master_log, run.master_log
+    kind_trainer_v2.delete_trainjob(target)
+
+
 def test_a_model_trained_in_the_notebook_is_copied_onto_the_pvc(target, tmp_path):
     result = training.train(seed=42)
     saved = training.save_model(result.model, tmp_path, name="iris-local", fmt="json")

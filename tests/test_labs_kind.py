@@ -30,6 +30,18 @@ KIND_PARAMS: dict[str, dict] = {
 }
 
 
+#: Further runs of a lab with other parameters: lab 06 also trains with Trainer v2's TrainJob.
+EXTRA_CASES: list[tuple[str, dict]] = [("06_end_to_end", {"TRAINER": "v2"})]
+
+
+def _cases():
+    for nb in LABS:
+        yield pytest.param(nb, {}, id=nb.stem)
+    for stem, extra in EXTRA_CASES:
+        nb = next(n for n in LABS if n.stem == stem)
+        yield pytest.param(nb, extra, id=stem + "".join(f"-{k}={v}" for k, v in extra.items()))
+
+
 def timings_file() -> Path:
     """Where each lab's status and seconds on kind are recorded."""
     return paths.build_dir() / "cluster-labs.json"
@@ -61,13 +73,14 @@ def test_timings_merge_per_lab(tmp_path):
 @pytest.mark.cluster
 @pytest.mark.notebook
 @pytest.mark.timeout(1800)
-@pytest.mark.parametrize("notebook", LABS, ids=[nb.stem for nb in LABS])
-def test_lab_runs_on_the_kind_cluster(kind_target, notebook: Path, tmp_path: Path):
+@pytest.mark.parametrize(("notebook", "extra"), list(_cases()))
+def test_lab_runs_on_the_kind_cluster(kind_target, notebook: Path, extra: dict, tmp_path: Path):
     """The lab's own cells on kind: every check cell passes and its results pass its check."""
     import papermill as pm
 
     lab = notebook.stem
-    params = kind_parameters(lab)
+    params = {**kind_parameters(lab), **extra}
+    key = lab + "".join(f"-{k}={v}" for k, v in extra.items())
     declared = pm.inspect_notebook(str(notebook))
     unknown = set(params) - set(declared)
     assert not unknown, f"{lab}: KIND_PARAMS names undeclared parameters {sorted(unknown)}"
@@ -92,4 +105,4 @@ def test_lab_runs_on_the_kind_cluster(kind_target, notebook: Path, tmp_path: Pat
     else:
         entry["checks"] = "passed"
     finally:
-        record_timing(lab, entry)
+        record_timing(key, entry)
