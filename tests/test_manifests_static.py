@@ -406,6 +406,29 @@ def test_runtime_template_is_a_valid_jobset(crd_schemas):
     assert any("replicas" in e for e in crd_errors(crd_schemas, broken))
 
 
+#: Kubernetes' IsDomainPrefixedPath, which Trainer v2's TrainJob webhook applies to each
+#: runtimePatches manager: an RFC 1123 subdomain, "/", then a non-empty HTTP path; <= 63 chars.
+_LABEL = r"[a-z0-9]([-a-z0-9]*[a-z0-9])?"
+_DOMAIN_PREFIXED = re.compile(rf"^{_LABEL}(\.{_LABEL})*/[-A-Za-z0-9/._~%!$&'()*+,;=:@]+$")
+
+
+def test_runtime_patch_managers_pass_trainers_webhook():
+    """The TrainJob's managers are domain-prefixed and unique, with the lab's queue patch too.
+
+    The CRD's schema accepts any string; the webhook refused ``manager: kflabs`` on a real
+    cluster ("must be a domain-prefixed path"), and the list is keyed by manager.
+    """
+    from helpers.scheduling import trainer_v2
+
+    job = _training_doc("40-trainjob.yaml")
+    job["spec"]["runtimePatches"].append(trainer_v2.queue_patch("team-a"))
+    managers = [p["manager"] for p in job["spec"]["runtimePatches"]]
+    assert len(set(managers)) == len(managers) == 2, managers
+    for manager in managers:
+        assert len(manager) <= 63 and _DOMAIN_PREFIXED.match(manager), manager
+    assert not _DOMAIN_PREFIXED.match("kflabs") and not _DOMAIN_PREFIXED.match("Kflabs.io/x")
+
+
 @pytest.mark.parametrize("mutate, where", [
     (lambda j: j["spec"]["trainer"].update(numNode=j["spec"]["trainer"].pop("numNodes")), "trainer"),
     (lambda j: j["spec"]["runtimePatches"][0].pop("manager"), "manager"),

@@ -125,7 +125,12 @@ def course_jobs() -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
     return v1_job, trainjob, runtime
 
 
-def queue_patch(queue: str, manager: str = "kflabs") -> dict[str, Any]:
+#: The manager of :func:`queue_patch`'s entry. ``runtimePatches`` is a list keyed by manager
+#: (one entry per manager), and Trainer's webhook wants a domain-prefixed path ("acme.io/foo").
+QUEUE_PATCH_MANAGER = "kflabs.example.com/queue"
+
+
+def queue_patch(queue: str, manager: str = QUEUE_PATCH_MANAGER) -> dict[str, Any]:
     """A TrainJob ``runtimePatches`` entry that puts this one job's PodGroup in ``queue``."""
     return {"manager": manager, "trainingRuntimeSpec": {"template": {"metadata": {
         "annotations": {QUEUE_ANNOTATION: queue}}}}}
