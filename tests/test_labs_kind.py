@@ -3,8 +3,10 @@
 Marked ``cluster``: each test skips, saying why, unless the kind cluster answers
 (``make cluster-up`` first; ``make test-cluster`` runs these in its ``pytest-cluster`` step).
 A lab runs once, headless through papermill, with its defaults and ``BACKEND="kind"`` (plus the
-longer start-up wait the serving lab asks for on a cluster); its check cells must all pass and
-its results JSON must pass the same :mod:`tests.results_checks` function as on ``sim``.
+longer start-up wait the serving lab asks for on a cluster), and is checked exactly as on
+``sim`` (tests/test_labs_papermill.py's ``check_executed_lab``): the cleanup cell ran twice,
+every picture and check cell passed, and the results JSON passes its ``tests.results_checks``
+function.
 
 Each lab's status and seconds (and, from lab 05, the InferenceService's time to Ready) go
 to ``build/cluster-labs.json``, which ``make test-cluster`` copies into
@@ -19,10 +21,8 @@ from pathlib import Path
 import pytest
 
 from helpers import paths
-from helpers.tools import runner
 from tests.conftest import LABS
-from tests.results_checks import CHECKS
-from tests.test_labs_papermill import assert_every_check_passed, assert_pictures_shown
+from tests.test_labs_papermill import check_executed_lab, execute_lab
 
 #: What a lab needs beyond ``BACKEND="kind"`` on a cluster (its parameters cell says so).
 KIND_PARAMS: dict[str, dict] = {
@@ -75,30 +75,18 @@ def test_timings_merge_per_lab(tmp_path):
 @pytest.mark.timeout(1800)
 @pytest.mark.parametrize(("notebook", "extra"), list(_cases()))
 def test_lab_runs_on_the_kind_cluster(kind_target, notebook: Path, extra: dict, tmp_path: Path):
-    """The lab's own cells on kind: every check cell passes and its results pass its check."""
-    import papermill as pm
-
+    """The lab's own cells on kind, checked as on ``sim`` (cleanup twice, pictures, check cells,
+    results); its status and seconds are recorded whatever the outcome."""
     lab = notebook.stem
     params = {**kind_parameters(lab), **extra}
     key = lab + "".join(f"-{k}={v}" for k, v in extra.items())
-    declared = pm.inspect_notebook(str(notebook))
-    unknown = set(params) - set(declared)
-    assert not unknown, f"{lab}: KIND_PARAMS names undeclared parameters {sorted(unknown)}"
-    out = tmp_path / "results"
-    executed = tmp_path / "executed" / notebook.name
-    executed.parent.mkdir()
-    run = runner.run_lab(notebook, output_notebook=executed, parameters={
-        **runner.isolated_dirs(declared, tmp_path), **params, "OUTPUT_DIR": str(out)})
+    run, executed, out = execute_lab(notebook, params, tmp_path)
     entry = {"status": run.status, "seconds": round(run.seconds, 1), "error": run.error[:400]}
     try:
-        assert run.status == "ok", run.error
-        assert_pictures_shown(executed)
-        assert_every_check_passed(executed, notebook)
-        results = json.loads((out / f"{lab}.json").read_text())
+        results = check_executed_lab(run, executed, out, notebook, params)
+        assert results["backend"] == "kind", results["backend"]
         if "startup_seconds" in results:  # lab 05: the InferenceService's time to Ready
             entry["isvc_ready_seconds"] = round(results["startup_seconds"], 1)
-        assert results["lab"] == lab and results["backend"] == "kind", results.get("backend")
-        CHECKS[lab](results, params)
     except AssertionError as exc:
         entry["checks"] = f"failed: {str(exc)[:400]}"
         raise

@@ -115,11 +115,12 @@ def test_every_lab_has_params_file_and_check():
         assert nb.stem in CHECKS, f"no results check for {nb.stem} in tests/results_checks.py"
 
 
-@pytest.mark.notebook
-@pytest.mark.parametrize(("notebook", "set_name", "params"), list(_cases()))
-def test_lab_runs_with_parameter_set(notebook: Path, set_name: str, params, tmp_path: Path):
-    """The lab executes headless with this parameter set and its results pass the check."""
-    assert isinstance(params, dict), f"tests/params/{notebook.stem}.yaml: set {set_name!r} must be a mapping"
+def execute_lab(notebook: Path, params: dict, tmp_path: Path) -> tuple[runner.LabRun, Path, Path]:
+    """Run the lab under papermill with ``params`` (its cleanup cell twice), in ``tmp_path``.
+
+    The parameter names are checked against the lab's parameters cell first. Returns the run,
+    the executed notebook and the results folder, for :func:`check_executed_lab`.
+    """
     declared = pm.inspect_notebook(str(notebook))
     unknown = set(params) - set(declared)
     assert not unknown, f"{notebook.stem}: unknown parameters {sorted(unknown)}; declared {sorted(declared)}"
@@ -131,6 +132,16 @@ def test_lab_runs_with_parameter_set(notebook: Path, set_name: str, params, tmp_
         parameters={**isolated_dirs(declared, tmp_path), **params, "OUTPUT_DIR": str(out)},
         output_notebook=executed,
     )
+    return run, executed, out
+
+
+def check_executed_lab(run: runner.LabRun, executed: Path, out: Path, notebook: Path,
+                       params: dict) -> dict:
+    """What every run of a lab must show, whatever the backend; returns its results dict.
+
+    It ran to the end, the cleanup ran a second time, each picture promised is shown, every
+    check cell passed, and its results JSON passes the lab's :data:`CHECKS` function.
+    """
     assert run.status == "ok", run.error  # includes the cleanup cell's second run
     again = [c for c in nbformat.read(executed, as_version=4).cells
              if CLEANUP_AGAIN_TAG in c.metadata.get("tags", [])]
@@ -140,3 +151,12 @@ def test_lab_runs_with_parameter_set(notebook: Path, set_name: str, params, tmp_
     results = json.loads((out / f"{notebook.stem}.json").read_text())
     assert results["lab"] == notebook.stem
     CHECKS[notebook.stem](results, params)
+    return results
+
+
+@pytest.mark.notebook
+@pytest.mark.parametrize(("notebook", "set_name", "params"), list(_cases()))
+def test_lab_runs_with_parameter_set(notebook: Path, set_name: str, params, tmp_path: Path):
+    """The lab executes headless with this parameter set and its results pass the check."""
+    assert isinstance(params, dict), f"tests/params/{notebook.stem}.yaml: set {set_name!r} must be a mapping"
+    check_executed_lab(*execute_lab(notebook, params, tmp_path), notebook, params)
