@@ -60,9 +60,6 @@ class Backend:
     order: ClassVar[int] = 99
     #: True when cells apply manifests to a real API server (``kind``, ``kwok``).
     is_cluster: ClassVar[bool] = False
-    #: Whether the pods' containers really run (kind), so a scheduling run shortens their
-    #: ``WORK_SECONDS`` by its time scale; on kwok nothing runs and the run completes the pods.
-    runs_containers: ClassVar[bool] = False
     #: Whether an InferenceService must also meet the cluster's own rules (its PVC, namespace).
     checks_cluster_rules: ClassVar[bool] = False
     #: Whether several labs may run at once against it (no shared cluster state).
@@ -83,6 +80,10 @@ class Backend:
         return cls(f"{cls.name} chosen", kubeconfig, context)
 
     # ------------------------------------------------------------------ the verbs
+    def adapt_manifests(self, docs: list[dict], time_scale: float) -> list[dict]:
+        """The lab's manifests as a scheduling run applies them here (unchanged by default)."""
+        return docs
+
     def release_nodes(self, api: Any) -> None:
         """Undo what ``prepare_nodes`` changed on a shared cluster, after a scheduling run."""
 

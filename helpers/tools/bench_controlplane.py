@@ -23,9 +23,9 @@ def bench() -> dict:
         info = up(nodes=0, build_first=False, log=lambda _m: None)
         out: dict = {"start_to_ready_seconds": info["seconds"],
                      "rss_after_start_mib": round(sum(peak_memory_mib().values()), 1)}
-        from helpers.backend import scheduling_run
+        from helpers.backend.kwok import throughput
 
-        out.update(scheduling_run.throughput_comparison())
+        out.update(throughput.throughput_comparison())
         mem = peak_memory_mib()
         out["peak_rss_mib"] = mem
         out["peak_rss_total_mib"] = round(sum(mem.values()), 1)

@@ -54,7 +54,6 @@ class KindBackend(Backend):
     name = "kind"
     order = 1
     is_cluster = True
-    runs_containers = True
     checks_cluster_rules = True
 
     @classmethod
@@ -87,6 +86,12 @@ class KindBackend(Backend):
 
         lifecycle.patch_fake_gpus(layout=lifecycle.scenario_layout(
             lifecycle.worker_nodes(), [n.allocatable.get(GPU, 0) for n in nodes]))
+
+    def adapt_manifests(self, docs: list[dict], time_scale: float) -> list[dict]:
+        """The containers really run here: their ``WORK_SECONDS`` is scaled by ``time_scale``."""
+        from helpers.backend.kind.workload import scale_work_seconds
+
+        return [scale_work_seconds(d, time_scale) for d in docs]
 
     def release_nodes(self, api: Any) -> None:
         """Give the workers back ``make cluster-up``'s fake GPUs after a scheduling run."""
