@@ -441,7 +441,7 @@ def test_up_runs_every_step_in_order(fakes):
     fakes.on("kubectl", "get deployment training-operator",
              stdout=_operator(["/manager", "--gang-scheduler-name=volcano"]))
     summary = kind_installs.up(build_image=False, timeout=30)
-    assert summary["installed"] == list(kind_installs.COMPONENTS) and summary["skipped"] == []
+    assert summary["installed"] == list(kind_installs.COMPONENTS)
     assert sum(summary["gpus"].values()) == kind_lifecycle.TOTAL_FAKE_GPUS
     order = [(c["tool"], " ".join(c["argv"])) for c in fakes.calls()]
     firsts = {}
@@ -459,17 +459,6 @@ def test_up_runs_every_step_in_order(fakes):
     # Every kubectl call names the kit's context, except kubeconfig bookkeeping.
     for argv in fakes.argvs("kubectl"):
         assert argv[:2] == CTX or argv[0] == "config", argv
-
-
-def test_a_skipped_install_is_reported_as_skipped_not_installed(fakes, monkeypatch, capsys):
-    """An installer that returns False skipped itself: the summary lists it as skipped."""
-    fakes.on("kind", "version", stdout=f"kind {versions.pin('kind')} go1.24 linux/amd64\n")
-    fakes.on("kind", "get clusters", stdout="kflabs\n")
-    fakes.on("kubectl", "get nodes", stdout=nodes_json(
-        {"kflabs-worker": 3, "kflabs-worker2": 3, "kflabs-worker3": 2}))
-    monkeypatch.setattr(kind_installs, "install_trainer_v2", lambda timeout: False)
-    summary = kind_installs.up(components=["trainer-v2"], build_image=False, timeout=30)
-    assert summary["installed"] == [] and summary["skipped"] == ["trainer-v2"]
 
 
 def test_no_registry_trainer_v2_applies_the_rendered_installers(fakes, monkeypatch, tmp_path, capsys):
@@ -496,7 +485,7 @@ def test_no_registry_trainer_v2_applies_the_rendered_installers(fakes, monkeypat
     monkeypatch.setattr(sources, "rendered_installer",
                         lambda component: rendered.append(component) or files[component])
     monkeypatch.setattr(image_build, "load_into_kind", lambda refs, cluster: loaded.append((refs, cluster)))
-    assert kind_installs.install_trainer_v2(timeout=60) is True
+    kind_installs.install_trainer_v2(timeout=60)
     assert rendered == ["trainer-v2", "trainer-v2-runtimes"]
     assert loaded == [(sorted([jobset_image, manager_image]), kube_names.KIND_CLUSTER_NAME)]
     argvs = fakes.argvs("kubectl")

@@ -235,7 +235,7 @@ def trainer_v2_kustomizations() -> tuple[str, str]:
     return f"{base}/manager{ref}", f"{base}/runtimes{ref}"
 
 
-def install_trainer_v2(timeout: float = INSTALL_TIMEOUT) -> bool:
+def install_trainer_v2(timeout: float = INSTALL_TIMEOUT) -> None:
     """Install Kubeflow Trainer v2 + JobSet, upstream's runtimes and the kit's runtime.
 
     Upstream's overlays at the pin ``trainer``: ``manifests/overlays/manager`` (the controller
@@ -249,9 +249,6 @@ def install_trainer_v2(timeout: float = INSTALL_TIMEOUT) -> bool:
     (:mod:`helpers.backend.kind.sources`: JobSet from its own module) and applied as files,
     after the controller manager's and JobSet's images (built by ``make cluster-images``)
     are loaded into the nodes.
-
-    Returns:
-        True (it installs on both paths; ``up`` counts a False return as skipped).
     """
     from helpers.backend.kind import trainer_v2
 
@@ -273,7 +270,6 @@ def install_trainer_v2(timeout: float = INSTALL_TIMEOUT) -> bool:
     retry_transient(["kubectl", "--context", CONTEXT, "apply", "--server-side", "--force-conflicts",
                      "-f", str(trainer_v2.runtime_file())],
                     what="apply the kit's ClusterTrainingRuntime", timeout=timeout)
-    return True
 
 
 def up(*, components: Iterable[str] = COMPONENTS, gpus: int = lifecycle.TOTAL_FAKE_GPUS,
@@ -287,7 +283,7 @@ def up(*, components: Iterable[str] = COMPONENTS, gpus: int = lifecycle.TOTAL_FA
         build_image: build the training image and load it into the nodes.
 
     Returns:
-        A summary: cluster name, context, fake GPU layout, installed and skipped components, image.
+        A summary: cluster name, context, fake GPU layout, installed components, image.
     """
     wanted = list(components)
     unknown = sorted(set(wanted) - set(COMPONENTS))
@@ -305,15 +301,15 @@ def up(*, components: Iterable[str] = COMPONENTS, gpus: int = lifecycle.TOTAL_FA
              "trainer-v2": install_trainer_v2}
     if "kserve" in wanted and "cert-manager" not in wanted:
         wanted.append("cert-manager")  # KServe's webhooks cannot get certificates without it
-    done, skipped = [], []
+    done = []
     for name in COMPONENTS:
         if name in wanted:
-            # an installer that returns False skipped itself, saying why
-            (skipped if steps[name](timeout) is False else done).append(name)
+            steps[name](timeout)
+            done.append(name)
     image = images.ensure_training_image() if build_image else None
     print(f"cluster ready: context {CONTEXT}; run the labs with BACKEND=\"kind\"")
     return {"cluster": CLUSTER_NAME, "context": CONTEXT, "gpus": layout, "installed": done,
-            "skipped": skipped, "training_image": image}
+            "training_image": image}
 
 
 def down() -> bool:
