@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import socket
 import sys
@@ -180,6 +181,46 @@ def test_down_is_safe_when_nothing_runs(monkeypatch, tmp_path):
     assert kwok_supervisor.down(quiet=True) == []
     assert kwok_supervisor.down(quiet=True) == []
     assert kwok_supervisor.is_up() is False
+
+
+def test_a_component_that_died_after_start_is_named_with_its_log_tail(monkeypatch, tmp_path):
+    """A scheduler that crashed mid-run: the refusal and a run's diagnostics say which, and why."""
+    import subprocess
+
+    from helpers.backend.kwok import KwokBackend
+
+    _isolated(monkeypatch, tmp_path, _free_base())
+    st = kwok_layout.state_dir()
+    (st / "logs").mkdir(parents=True)
+    (st / "logs" / "kube-scheduler.log").write_text("I0101 started\npanic: nil map\n")
+    alive = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    try:
+        table = {name: {"pid": alive.pid, "port": 1, "argv": [os.path.realpath(sys.executable)]}
+                 for name in kwok_build.BINARIES}
+        table["kube-scheduler"] = {"pid": gone.pid, "port": 2, "argv": ["/x/kube-scheduler"]}
+        (st / "pids.json").write_text(json.dumps(table))
+        found = kwok_supervisor.problems()
+        assert len(found) == 1 and found[0].startswith(f"kube-scheduler (pid {gone.pid}) is no "
+                                                       "longer running")
+        assert "panic: nil map" in found[0]
+        assert kwok_supervisor.is_up() is False
+        with pytest.raises(BackendUnavailable, match="(?s)kube-scheduler.*panic: nil map.*"
+                                                     "make controlplane-up"):
+            kwok_supervisor.require_up()
+        health = KwokBackend("test").health()
+        assert "-- the control plane: kube-scheduler" in health and "panic: nil map" in health
+    finally:
+        alive.kill()
+        alive.wait()
+
+
+def test_nothing_started_is_one_clear_reason(monkeypatch, tmp_path):
+    _isolated(monkeypatch, tmp_path, _free_base())
+    assert kwok_supervisor.problems() == ["the control plane is not running"]
+    with pytest.raises(BackendUnavailable, match="not up: the control plane is not running"):
+        kwok_supervisor.require_up()
 
 
 def test_go_missing_is_a_clear_skip_reason(monkeypatch):

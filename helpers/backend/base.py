@@ -87,6 +87,13 @@ class Backend:
     def release_nodes(self, api: Any) -> None:
         """Undo what ``prepare_nodes`` changed on a shared cluster, after a scheduling run."""
 
+    def health(self) -> str:
+        """What of the backend itself is down, as lines to append to a timed-out wait's error.
+
+        Empty when all is well, and by default (a cluster's own components are its operator's).
+        """
+        return ""
+
     def run_scheduling(self, manifest_paths: list[Path], nodes: list, scheduler: str, *,
                        seed: int = 0, config: Any = None) -> Any:
         """Run a scenario's manifests on ``nodes`` under ``scheduler``; the model's result shape."""

@@ -340,8 +340,12 @@ def _quiet(run: _Run, settle: float) -> bool:
     return not pending_work and not finishing and time.monotonic() - run.last_change >= settle
 
 
-def _wait_placed(api, namespace: str, name: str, timeout: float = 30) -> None:
-    """Wait until the scheduler has bound pod ``name`` or marked it unschedulable."""
+def _wait_placed(api, namespace: str, name: str, backend: Any, timeout: float = 30) -> None:
+    """Wait until the scheduler has bound pod ``name`` or marked it unschedulable.
+
+    On timeout the error carries the namespace's state and ``backend.health()`` (on kwok: a
+    component that is no longer running, with its log tail).
+    """
 
     core = k8s.core(api)
 
@@ -353,7 +357,7 @@ def _wait_placed(api, namespace: str, name: str, timeout: float = 30) -> None:
                    for c in pod.status.conditions or [])
 
     k8s.wait_for(decided, timeout, f"kube-scheduler to place or reject pod {namespace}/{name}",
-                 diagnostics=lambda: k8s.diagnose(api, namespace))
+                 diagnostics=lambda: k8s.diagnose(api, namespace) + backend.health())
 
 
 def _cleanup(api, docs: list[dict], namespaces: list[str]) -> None:
@@ -432,7 +436,7 @@ def run(manifest_paths: Sequence[str | Path] | str | Path, nodes: Sequence[NodeS
                 if doc.get("kind") == "Pod" and not spec.get("workloadRef") and \
                         spec.get("schedulerName", DEFAULT_SCHEDULER) == DEFAULT_SCHEDULER:
                     _wait_placed(api, doc["metadata"].get("namespace", "default"),
-                                 doc["metadata"]["name"])
+                                 doc["metadata"]["name"], backend)
                     _observe(api, state, namespaces, work)
             state.last_change = time.monotonic()
             while not _quiet(state, settle) and time.monotonic() < deadline:
@@ -440,7 +444,7 @@ def run(manifest_paths: Sequence[str | Path] | str | Path, nodes: Sequence[NodeS
                 time.sleep(0.2)
         if time.monotonic() >= deadline:
             state.warnings.append(f"the cluster had not settled after {timeout:g} s; the "
-                                  "result is a snapshot")
+                                  "result is a snapshot" + backend.health())
         result = _result(api, state, nodes, backend=backend.name, scheduler=scheduler, seed=seed,
                          namespaces=namespaces)
     finally:

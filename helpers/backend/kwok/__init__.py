@@ -68,6 +68,13 @@ class KwokBackend(Backend):
 
         return scheduling_run.run(manifest_paths, nodes, scheduler=scheduler, backend=self, seed=seed)
 
+    def health(self) -> str:
+        """The control plane's components that are no longer running, with their log tails."""
+        from helpers.backend.kwok import supervisor
+
+        found = supervisor.problems()
+        return "\n-- the control plane: " + "\n".join(found) if found else ""
+
     def prepare_nodes(self, api: Any, nodes: list) -> None:
         """Replace every fake node with ``nodes`` and wait until they are Ready."""
         from helpers.backend import scheduling_run

@@ -213,18 +213,53 @@ def status() -> dict[str, dict]:
             for name, e in _load_pids().items()}
 
 
-def is_up() -> bool:
-    """True when every component runs and the API server answers ``/readyz``."""
+def problems() -> list[str]:
+    """Why the control plane is not (wholly) up: one entry per reason, empty when it is.
+
+    A component recorded as started but no longer running is named with its pid and the
+    last lines of its log (``build/controlplane/logs/<name>.log``): a scheduler that crashed
+    part-way through a run shows why, instead of a pod that waits for nobody.
+    """
     table = _load_pids()
-    if set(table) != {c for c in kwok_build.BINARIES} or not all(_alive(e) for e in table.values()):
-        return False
+    if not table:
+        return ["the control plane is not running"]
+    found = []
+    missing = sorted(set(kwok_build.BINARIES) - set(table))
+    if missing:
+        found.append(f"never started: {', '.join(missing)}")
+    for name, entry in table.items():
+        if not _alive(entry):
+            log = state_dir() / "logs" / f"{name}.log"
+            found.append(f"{name} (pid {entry['pid']}) is no longer running; last lines of "
+                         f"{log}:\n{_tail(log, 15)}")
+    if found:
+        return found
     pki = state_dir() / "pki" / "ca.crt"
     tokens = state_dir() / "tokens.csv"
     if not (pki.is_file() and tokens.is_file()):
-        return False
-    return _http_ok(f"https://127.0.0.1:{table['kube-apiserver']['port']}/readyz",
-                    ssl.create_default_context(cafile=str(pki)),
-                    token=tokens.read_text().split(",", 1)[0])
+        return [f"its credentials are missing ({pki}, {tokens})"]
+    port = table["kube-apiserver"]["port"]
+    if not _http_ok(f"https://127.0.0.1:{port}/readyz", ssl.create_default_context(cafile=str(pki)),
+                    token=tokens.read_text().split(",", 1)[0]):
+        return [f"kube-apiserver on 127.0.0.1:{port} does not answer /readyz"]
+    return []
+
+
+def is_up() -> bool:
+    """True when every component runs and the API server answers ``/readyz``."""
+    return not problems()
+
+
+def require_up() -> None:
+    """Raise, saying what is down and how to start again, unless :func:`is_up`.
+
+    Raises:
+        BackendUnavailable: names each component that is not running, with its log tail.
+    """
+    found = problems()
+    if found:
+        raise BackendUnavailable("the control plane is not up: " + "\n".join(found)
+                                 + "\nFix: `make controlplane-down`, then `make controlplane-up`.")
 
 
 def down(quiet: bool = False) -> list[str]:

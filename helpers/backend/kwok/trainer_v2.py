@@ -199,8 +199,7 @@ class trainer_v2:  # noqa: N801 - used as a context manager, like open()
         if missing:
             raise BackendUnavailable(f"{', '.join(missing)} missing: run "
                                      "`python -m helpers.controlplane build`")
-        if not supervisor.is_up():
-            raise BackendUnavailable("the control plane is not running: `make controlplane-up`")
+        supervisor.require_up()
         p = supervisor.ports()
         try:
             k8s.apply_crds(self.api, crd_files())

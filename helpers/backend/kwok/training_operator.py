@@ -141,8 +141,7 @@ class training_operator:  # noqa: N801 - used as a context manager, like open()
         binary = bin_dir() / "training-operator"
         if not binary.is_file():
             raise BackendUnavailable(f"{binary} is missing: run `python -m helpers.controlplane build`")
-        if not supervisor.is_up():
-            raise BackendUnavailable("the control plane is not running: `make controlplane-up`")
+        supervisor.require_up()
         port = supervisor._load_pids()["kube-apiserver"]["port"]
         _run_ip("netns", "delete", TRAINING_OPERATOR_NETNS)  # a leftover from a killed run
         made = _run_ip("netns", "add", TRAINING_OPERATOR_NETNS)
