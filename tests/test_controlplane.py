@@ -69,6 +69,29 @@ def test_up_again_is_a_no_op(api):
     assert Path(info["kubeconfig"]) == kwok_layout.kubeconfig_path()
 
 
+def test_a_crashed_scheduler_is_named_then_restarted_like_a_static_pod(api):
+    """kube-scheduler killed outright: the control plane says which and why, then revives it."""
+    import os
+    import signal
+    import time
+
+    before = kwok_supervisor.status()["kube-scheduler"]["pid"]
+    os.killpg(before, signal.SIGKILL)
+    deadline = time.monotonic() + 10
+    while kwok_supervisor.status()["kube-scheduler"]["running"] and time.monotonic() < deadline:
+        time.sleep(0.1)
+    found = kwok_supervisor.problems()
+    assert len(found) == 1 and found[0].startswith(f"kube-scheduler (pid {before}) is no longer"), found
+    lines: list[str] = []
+    assert kwok_supervisor.revive(log=lines.append) == ["kube-scheduler"]
+    assert "kube-scheduler had exited; restarting it" in lines[0]
+    after = kwok_supervisor._load_pids()["kube-scheduler"]
+    assert after["pid"] != before and after["restarts"] == 1
+    assert kwok_supervisor.is_up() and kwok_supervisor.revive() == []
+    log = (kwok_layout.state_dir() / "logs" / "kube-scheduler.log").read_text()
+    assert log.count("Starting Kubernetes Scheduler") >= 2, "the restart must append, not truncate"
+
+
 def test_volcano_is_installed_and_made_its_default_queue(api):
     from kubernetes import client
 

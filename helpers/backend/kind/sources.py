@@ -13,7 +13,7 @@ pin in the Go module cache, into ``build/kind/installers/`` (git-ignored):
   objects are left out (their CRDs come with the LLM controller, which is not installed);
 * the Training Operator: ``kubectl kustomize manifests/overlays/standalone`` at its tag;
 * Kubeflow Trainer v2: ``kubectl kustomize manifests/overlays/manager`` at the ``trainer`` tag,
-  rendered from a copy (in ``build/kind/installers/trainer-v2-src``) whose
+  rendered from a private copy (a temporary folder under ``build/kind/installers``) whose
   ``third-party/jobset`` points at JobSet rendered from its own module at the ``jobset`` pin
   (``config/default``, image ``registry.k8s.io/jobset/jobset:<pin>``) instead of the release
   URL; its Namespace removal patch and image mapping apply as upstream; then
@@ -31,10 +31,12 @@ nothing to pull them from.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shutil
 import subprocess
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -115,26 +117,33 @@ def _render_cert_manager() -> str:
     if not helm.is_file():
         raise LabError(f"{helm} is missing: it renders cert-manager's chart; build it with "
                        "`python -m helpers.cluster images --only cert-manager-controller`")
-    chart = installers_dir() / "cert-manager-chart"
-    shutil.rmtree(chart, ignore_errors=True)
-    shutil.copytree(source / "deploy/charts/cert-manager", chart)
-    for p in [chart, *chart.rglob("*")]:  # copied from the read-only module cache
-        p.chmod(p.stat().st_mode | 0o200)
-    meta = yaml.safe_load((chart / "Chart.template.yaml").read_text())
-    meta["version"] = meta["appVersion"] = pin
-    meta.setdefault("annotations", {})["artifacthub.io/prerelease"] = "false"
-    (chart / "Chart.yaml").write_text(yaml.safe_dump(meta, sort_keys=False))
-    crds = sorted((source / "deploy/crds").glob("*.yaml"))
-    (chart / "templates/crds.yaml").write_text("\n---\n".join(p.read_text() for p in crds))
-    proc = subprocess.run(
-        [str(helm), "template", "--api-versions=", "--namespace=cert-manager",
-         f"--kube-version=v{versions.pin('kubernetes').lstrip('v')}",
-         "--set=crds.enabled=true", "--set=creator=static", "--set=startupapicheck.enabled=false",
-         "cert-manager", str(chart)], capture_output=True, text=True, timeout=300, check=False)
+    with _scratch("cert-manager-chart-") as scratch:
+        chart = _writable_copy(source / "deploy/charts/cert-manager", scratch / "cert-manager")
+        meta = yaml.safe_load((chart / "Chart.template.yaml").read_text())
+        meta["version"] = meta["appVersion"] = pin
+        meta.setdefault("annotations", {})["artifacthub.io/prerelease"] = "false"
+        (chart / "Chart.yaml").write_text(yaml.safe_dump(meta, sort_keys=False))
+        crds = sorted((source / "deploy/crds").glob("*.yaml"))
+        (chart / "templates/crds.yaml").write_text("\n---\n".join(p.read_text() for p in crds))
+        proc = subprocess.run(
+            [str(helm), "template", "--api-versions=", "--namespace=cert-manager",
+             f"--kube-version=v{versions.pin('kubernetes').lstrip('v')}",
+             "--set=crds.enabled=true", "--set=creator=static",
+             "--set=startupapicheck.enabled=false", "cert-manager", str(chart)],
+            capture_output=True, text=True, timeout=300, check=False)
     if proc.returncode != 0:
         raise LabError(f"`helm template` of cert-manager's chart failed: {proc.stderr.strip()[-600:]}")
     namespace = (source / "deploy/manifests/namespace.yaml").read_text()
     return namespace + "\n---\n" + proc.stdout
+
+
+@contextlib.contextmanager
+def _scratch(prefix: str) -> Iterator[Path]:
+    """A private folder under :func:`installers_dir`, removed afterwards: two renders at once
+    (two test workers, or a test beside ``make cluster-up``) never edit one copy."""
+    installers_dir().mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=prefix, dir=installers_dir()) as folder:
+        yield Path(folder)
 
 
 def _writable_copy(source: Path, dest: Path) -> Path:
@@ -151,40 +160,45 @@ def render_jobset() -> str:
     """JobSet's release manifest made from its module at the ``jobset`` pin, as its Makefile's
     ``artifacts`` target does: ``config/default`` with the manager's image set (here to the
     reference Trainer v2 names, :func:`image_build.jobset_ref`), built by kustomize."""
-    config = _writable_copy(image_build.jobset_dir() / "config", installers_dir() / "jobset-src" / "config")
-    manager = config / "components/manager/kustomization.yaml"
-    kustomization = yaml.safe_load(manager.read_text())
-    name, _, tag = image_build.jobset_ref().rpartition(":")
-    kustomization["images"] = [{"name": "controller", "newName": name, "newTag": tag}]
-    manager.write_text(yaml.safe_dump(kustomization, sort_keys=False))
-    return _kustomize(config / "default")
+    with _scratch("jobset-src-") as scratch:
+        config = _writable_copy(image_build.jobset_dir() / "config", scratch / "config")
+        manager = config / "components/manager/kustomization.yaml"
+        kustomization = yaml.safe_load(manager.read_text())
+        name, _, tag = image_build.jobset_ref().rpartition(":")
+        kustomization["images"] = [{"name": "controller", "newName": name, "newTag": tag}]
+        manager.write_text(yaml.safe_dump(kustomization, sort_keys=False))
+        return _kustomize(config / "default")
 
 
 def _render_trainer_v2() -> str:
     """Trainer v2's ``manifests/overlays/manager`` rendered from a copy of its module's
     ``manifests`` whose ``third-party/jobset`` takes JobSet from :func:`render_jobset` instead
     of the GitHub release URL (its image mapping and its Namespace removal patch stay)."""
-    manifests = _writable_copy(image_build.trainer_dir() / "manifests",
-                               installers_dir() / "trainer-v2-src" / "manifests")
-    jobset = manifests / "third-party/jobset"
-    kustomization = yaml.safe_load((jobset / "kustomization.yaml").read_text())
-    urls = [r for r in kustomization.get("resources", []) if "://" in r]
-    pin = versions.pin("jobset")
-    if len(urls) != 1 or f"/{pin}/" not in urls[0]:
-        raise LabError(f"Trainer {versions.pin('trainer')}'s third-party/jobset should name one "
-                       f"JobSet {pin} release, found {urls}: check the trainer and jobset pins")
-    (jobset / "jobset.yaml").write_text(render_jobset())
-    kustomization["resources"] = [r if r not in urls else "jobset.yaml"
-                                  for r in kustomization["resources"]]
-    (jobset / "kustomization.yaml").write_text(yaml.safe_dump(kustomization, sort_keys=False))
-    return _kustomize(manifests / "overlays/manager")
+    with _scratch("trainer-v2-src-") as scratch:
+        manifests = _writable_copy(image_build.trainer_dir() / "manifests", scratch / "manifests")
+        jobset = manifests / "third-party/jobset"
+        kustomization = yaml.safe_load((jobset / "kustomization.yaml").read_text())
+        urls = [r for r in kustomization.get("resources", []) if "://" in r]
+        pin = versions.pin("jobset")
+        if len(urls) != 1 or f"/{pin}/" not in urls[0]:
+            raise LabError(f"Trainer {versions.pin('trainer')}'s third-party/jobset should name "
+                           f"one JobSet {pin} release, found {urls}: check the trainer and "
+                           "jobset pins")
+        (jobset / "jobset.yaml").write_text(render_jobset())
+        kustomization["resources"] = [r if r not in urls else "jobset.yaml"
+                                      for r in kustomization["resources"]]
+        (jobset / "kustomization.yaml").write_text(yaml.safe_dump(kustomization, sort_keys=False))
+        return _kustomize(manifests / "overlays/manager")
 
 
 def rendered_installer(component: str) -> Path:
     """Render ``component``'s installer into :func:`installers_dir` and return its path."""
     out = installers_dir() / RENDERED[component]
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(render(component))
+    text = render(component)
+    with tempfile.NamedTemporaryFile("w", dir=out.parent, prefix=f".{out.name}.", delete=False) as tmp:
+        tmp.write(text)
+    os.replace(tmp.name, out)  # whole or not at all, even with another render running
     return out
 
 

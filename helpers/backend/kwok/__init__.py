@@ -76,11 +76,14 @@ class KwokBackend(Backend):
         return "\n-- the control plane: " + "\n".join(found) if found else ""
 
     def prepare_nodes(self, api: Any, nodes: list) -> None:
-        """Replace every fake node with ``nodes`` and wait until they are Ready."""
+        """Restart a component that has exited, then replace every fake node with ``nodes``
+        and wait until they are Ready."""
         from helpers.backend import scheduling_run
         from helpers.backend.kwok import nodes as kwok_nodes
+        from helpers.backend.kwok import supervisor
         from helpers.kube import client
 
+        supervisor.revive()  # a scheduler that crashed in the last run schedules this one
         kwok_nodes.delete_fake_nodes(api)
         objs = scheduling_run.node_objects(nodes)
         for obj in objs:

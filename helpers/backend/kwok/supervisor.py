@@ -213,8 +213,12 @@ def status() -> dict[str, dict]:
             for name, e in _load_pids().items()}
 
 
-def problems() -> list[str]:
+def problems(patience: float = 0.0) -> list[str]:
     """Why the control plane is not (wholly) up: one entry per reason, empty when it is.
+
+    Args:
+        patience: Seconds to keep asking a running kube-apiserver's ``/readyz`` (a busy
+            machine can miss one 2 s probe); a process that has exited is reported at once.
 
     A component recorded as started but no longer running is named with its pid and the
     last lines of its log (``build/controlplane/logs/<name>.log``): a scheduler that crashed
@@ -239,9 +243,14 @@ def problems() -> list[str]:
     if not (pki.is_file() and tokens.is_file()):
         return [f"its credentials are missing ({pki}, {tokens})"]
     port = table["kube-apiserver"]["port"]
-    if not _http_ok(f"https://127.0.0.1:{port}/readyz", ssl.create_default_context(cafile=str(pki)),
-                    token=tokens.read_text().split(",", 1)[0]):
-        return [f"kube-apiserver on 127.0.0.1:{port} does not answer /readyz"]
+    context = ssl.create_default_context(cafile=str(pki))
+    token = tokens.read_text().split(",", 1)[0]
+    deadline = time.monotonic() + patience
+    while not _http_ok(f"https://127.0.0.1:{port}/readyz", context, token=token):
+        if time.monotonic() >= deadline:
+            return [f"kube-apiserver on 127.0.0.1:{port} does not answer /readyz"
+                    + (f" (tried for {patience:g} s)" if patience else "")]
+        time.sleep(1)
     return []
 
 
@@ -251,12 +260,16 @@ def is_up() -> bool:
 
 
 def require_up() -> None:
-    """Raise, saying what is down and how to start again, unless :func:`is_up`.
+    """Raise, saying what is down and how to start again, unless the control plane is up.
+
+    A component that has exited is first restarted (:func:`revive`); a kube-apiserver slow
+    to answer gets 20 s before it counts as down.
 
     Raises:
         BackendUnavailable: names each component that is not running, with its log tail.
     """
-    found = problems()
+    revive()
+    found = problems(patience=20)
     if found:
         raise BackendUnavailable("the control plane is not up: " + "\n".join(found)
                                  + "\nFix: `make controlplane-down`, then `make controlplane-up`.")
@@ -299,6 +312,65 @@ def down(quiet: bool = False) -> list[str]:
     if not quiet:
         print(f"control plane stopped ({', '.join(stopped) or 'nothing was running'})")
     return stopped
+
+
+def _start(comp: Component, st: Path, table: dict[str, dict], append: bool = False) -> None:
+    """Start one component, record it in ``table`` (and pids.json), wait until it is ready.
+
+    Raises:
+        BackendUnavailable: it exited or was not ready in time (with its log tail and port).
+    """
+    logfile = st / "logs" / f"{comp.name}.log"
+    with logfile.open("a" if append else "w") as out:
+        proc = subprocess.Popen(comp.argv, stdout=out, stderr=subprocess.STDOUT,
+                                stdin=subprocess.DEVNULL, cwd=st, start_new_session=True)
+    table[comp.name] = {"pid": proc.pid, "port": comp.port, "argv": comp.argv,
+                        "restarts": table.get(comp.name, {}).get("restarts", 0) + append}
+    _save_pids(table)
+    deadline = time.monotonic() + comp.timeout
+    while not comp.ready():
+        if proc.poll() is not None or time.monotonic() > deadline:
+            why = (f"exited with status {proc.returncode}" if proc.poll() is not None
+                   else f"was not ready after {comp.timeout:.0f} s")
+            raise BackendUnavailable(
+                f"{comp.name} {why} (it wanted 127.0.0.1:{comp.port}); "
+                f"last lines of {logfile}:\n{_tail(logfile)}")
+        time.sleep(0.2)
+
+
+def revive(log: Callable[[str], None] = print) -> list[str]:
+    """Restart each component that was started and has since exited, as a kubelet restarts a
+    crashed static pod; the others are left alone.
+
+    The restarted process gets the same command line and port, and appends to the same log,
+    so the crash stays readable above the new start. Nothing happens when the control plane
+    was never started (``make controlplane-up`` starts it) or when everything runs.
+
+    Args:
+        log: Gets one line per restart, naming the component and its log.
+
+    Returns:
+        The names of the components restarted (their ``restarts`` count in pids.json grows).
+
+    Raises:
+        BackendUnavailable: a component would not start again (with its log tail).
+    """
+    table = _load_pids()
+    dead = [name for name, entry in table.items() if not _alive(entry)]
+    tokens = state_dir() / "tokens.csv"
+    if not dead or set(table) != set(kwok_build.BINARIES) or not tokens.is_file():
+        return []
+    p = ports()
+    if any(p[name] != entry["port"] for name, entry in table.items()):
+        return []  # started on another port base: not this process's control plane to touch
+    st = state_dir()
+    token = tokens.read_text().split(",", 1)[0]
+    by_name = {c.name: c for c in _components(st, p, token)}
+    for name in dead:  # in start order: etcd before kube-apiserver before the rest
+        log(f"control plane: {name} had exited; restarting it (its log: "
+            f"{st / 'logs' / (name + '.log')})")
+        _start(by_name[name], st, table, append=True)
+    return dead
 
 
 def up(nodes: int = 4, node_gpus: int = 2, *, build_first: bool = True,
@@ -350,22 +422,7 @@ def up(nodes: int = 4, node_gpus: int = 2, *, build_first: bool = True,
         for comp in _components(st, p, token):
             if comp.name == "kube-controller-manager":
                 kwok_nodes.install_volcano_crds(log)  # before any controller watches Volcano's kinds
-            logfile = st / "logs" / f"{comp.name}.log"
-            with logfile.open("w") as out:
-                proc = subprocess.Popen(comp.argv, stdout=out, stderr=subprocess.STDOUT,
-                                        stdin=subprocess.DEVNULL, cwd=st,
-                                        start_new_session=True)
-            table[comp.name] = {"pid": proc.pid, "port": comp.port, "argv": comp.argv}
-            _save_pids(table)
-            deadline = time.monotonic() + comp.timeout
-            while not comp.ready():
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    why = (f"exited with status {proc.returncode}" if proc.poll() is not None
-                           else f"was not ready after {comp.timeout:.0f} s")
-                    raise BackendUnavailable(
-                        f"{comp.name} {why} (it wanted 127.0.0.1:{comp.port}); "
-                        f"last lines of {logfile}:\n{_tail(logfile)}")
-                time.sleep(0.2)
+            _start(comp, st, table)
             log(f"  {comp.name} ready on 127.0.0.1:{comp.port}")
     except BaseException:
         down(quiet=True)
