@@ -66,7 +66,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             print("control plane not running")
         for name, entry in table.items():
             state = "running" if entry["running"] else "stopped"
-            print(f"{name:24} {state:8} pid {entry['pid']:>7}  127.0.0.1:{entry['port']}")
+            restarts = f"  restarted {entry['restarts']}x" if entry["restarts"] else ""
+            print(f"{name:24} {state:8} pid {entry['pid']:>7}  127.0.0.1:{entry['port']}{restarts}")
     return 0
 
 

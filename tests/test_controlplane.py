@@ -85,7 +85,7 @@ def test_a_crashed_scheduler_is_named_then_restarted_like_a_static_pod(api):
     lines: list[str] = []
     assert kwok_supervisor.revive(log=lines.append) == ["kube-scheduler"]
     assert "kube-scheduler had exited; restarting it" in lines[0]
-    after = kwok_supervisor._load_pids()["kube-scheduler"]
+    after = kwok_supervisor.status()["kube-scheduler"]
     assert after["pid"] != before and after["restarts"] == 1
     assert kwok_supervisor.is_up() and kwok_supervisor.revive() == []
     log = (kwok_layout.state_dir() / "logs" / "kube-scheduler.log").read_text()

@@ -208,8 +208,10 @@ def _alive(entry: dict) -> bool:
 
 
 def status() -> dict[str, dict]:
-    """Each component's pid, port and whether it runs, from ``build/controlplane/pids.json``."""
-    return {name: {"pid": e["pid"], "port": e["port"], "running": _alive(e)}
+    """Each component's pid, port, whether it runs and how often :func:`revive` restarted it,
+    from ``build/controlplane/pids.json``."""
+    return {name: {"pid": e["pid"], "port": e["port"], "running": _alive(e),
+                   "restarts": e.get("restarts", 0)}
             for name, e in _load_pids().items()}
 
 
