@@ -335,6 +335,22 @@ def test_an_interrupted_step_must_stop_by_itself_with_130_and_no_traceback(tmp_p
     assert out["interrupted"] and out["ok"] is False, out
 
 
+def test_the_interrupt_reaches_a_step_even_where_sigint_was_ignored(tmp_path):
+    """Started in the background (`make test-cluster &`), a process inherits SIGINT ignored: the
+    step must still get a terminal's Ctrl-C, and exit 130."""
+    script = ("import signal, sys\n"
+              "signal.signal(signal.SIGINT, signal.SIG_IGN)\n"  # as `cmd &` leaves it
+              "from helpers.backend.kind.maintainer import testrun\n"
+              "testrun.INTERRUPT_GRACE = 20.0\n"
+              "with open(sys.argv[1], 'w') as log:\n"
+              "    out = testrun.run_step([sys.executable, '-c', sys.argv[2], '60'], log,\n"
+              "                           interrupt_after=4.0)\n"
+              "print(out['returncode'], out['ok'])\n")
+    proc = subprocess.run([sys.executable, "-c", script, str(tmp_path / "a.log"), _SLEEPER],
+                          capture_output=True, text=True, timeout=120, check=False)
+    assert proc.stdout.split() == ["130", "True"], proc.stdout + proc.stderr
+
+
 def test_run_all_records_each_step_and_goes_on_after_a_failure(monkeypatch, tmp_path):
     from helpers.backend.kind.maintainer import testrun
     monkeypatch.setattr(testrun.paths, "ROOT", tmp_path)

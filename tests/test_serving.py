@@ -260,7 +260,10 @@ def test_start_stop_leaves_no_process(trained):
 
 
 LAUNCHER = textwrap.dedent("""
-    import sys, time
+    import signal, sys, time
+    # A notebook kernel turns SIGINT into KeyboardInterrupt, even where pytest was started
+    # in the background (which leaves SIGINT ignored for every child).
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     from helpers.serving.local import LocalServer
     srv = LocalServer(sys.argv[1], log_path=sys.argv[2])  # a killed process cleans nothing
     try:

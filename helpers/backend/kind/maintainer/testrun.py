@@ -98,8 +98,21 @@ def run_step(argv: list[str], log, interrupt_after: float | None = None) -> dict
     by itself, exit 130, within :data:`INTERRUPT_GRACE`, and its output has no traceback; or
     it finished before the SIGINT (then exit 0 is ok: there was nothing to interrupt).
     """
-    proc = subprocess.Popen(argv, cwd=paths.ROOT, stdout=log, stderr=subprocess.STDOUT,
-                            start_new_session=interrupt_after is not None)
+    # A terminal's Ctrl-C reaches a foreground program with SIGINT's default action; started in
+    # the background (`make test-cluster &`, nohup), this process and its children would
+    # inherit SIGINT *ignored*, Python would never raise KeyboardInterrupt, and only the Go
+    # children (kubectl re-enables it) would stop: the step under test gets SIGINT as a
+    # terminal gives it (a caught signal is reset to its default action at exec).
+    ignored = interrupt_after is not None and signal.getsignal(signal.SIGINT) == signal.SIG_IGN \
+        and threading.current_thread() is threading.main_thread()
+    if ignored:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        proc = subprocess.Popen(argv, cwd=paths.ROOT, stdout=log, stderr=subprocess.STDOUT,
+                                start_new_session=interrupt_after is not None)
+    finally:
+        if ignored:
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
     if interrupt_after is None:
         return {"returncode": proc.wait()}
     try:
